@@ -1,0 +1,163 @@
+"""Data: scikit-learn's bundled handwritten digits (the default, no network needed) and
+MNIST from the four standard IDX files, with an optional download.
+
+Both give a ``Dataset`` of float32 images scaled to [0, 1], flattened to ``(N, D)``, and
+int32 labels. Every file problem raises ``DataError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+MNIST_MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+class DataError(ValueError):
+    """A data file is missing, truncated, corrupt or inconsistent."""
+
+
+class Dataset(NamedTuple):
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    name: str
+
+
+def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """The 1797 8x8 digit images bundled with scikit-learn, pixels scaled from 0..16 to [0, 1],
+    split into train and test with the same class proportions (stratified, seeded)."""
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = sklearn_digits()
+    x = (digits.data / 16.0).astype(np.float32)
+    y = digits.target.astype(np.int32)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=test_fraction, stratify=y, random_state=seed
+    )
+    return Dataset(x_train, y_train, x_test, y_test, 10, "digits")
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read one IDX file (gzipped or raw, told apart by content, not by name).
+
+    The header is two zero bytes, a type code, the number of dimensions, then each
+    dimension as a big-endian uint32; the payload must hold exactly that many entries.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from e
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, gzip.BadGzipFile) as e:
+            raise DataError(f"{path}: corrupt gzip data ({e})") from e
+    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_DTYPES:
+        raise DataError(f"{path}: not an IDX file (wrong magic number {raw[:4].hex() or 'empty'})")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes, needs {header})")
+    shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) != expected:
+        what = "truncated" if len(raw) < expected else "has trailing bytes"
+        raise DataError(f"{path}: {what}: header says shape {shape}, which needs {expected} bytes, file has {len(raw)}")
+    return np.frombuffer(raw, dtype, offset=header).reshape(shape)
+
+
+def _find(data_dir: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem):
+        if (data_dir / name).is_file():
+            return data_dir / name
+    return None
+
+
+def missing_mnist_files(data_dir: str | os.PathLike) -> list[str]:
+    return [stem for stem in MNIST_FILES.values() if _find(Path(data_dir), stem) is None]
+
+
+def download_mnist(data_dir: str | os.PathLike, mirror: str = MNIST_MIRROR, timeout: float = 60.0) -> list[Path]:
+    """Fetch the missing ``<name>.gz`` files from ``mirror`` into ``data_dir``.
+
+    Each file is written to a temporary name and renamed when complete, so an interrupted
+    download never leaves a half file behind under the real name. Returns the new paths.
+    """
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fetched = []
+    for stem in missing_mnist_files(data_dir):
+        url = mirror.rstrip("/") + "/" + stem + ".gz"
+        target = data_dir / (stem + ".gz")
+        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=stem, suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+                shutil.copyfileobj(response, out)
+            try:
+                read_idx(tmp)  # refuse to keep a file that does not parse
+            except DataError as e:
+                raise DataError(f"{url}: downloaded file is not a valid IDX file: {e}") from e
+            os.replace(tmp, target)
+        except (urllib.error.URLError, OSError) as e:
+            raise DataError(f"{url}: download failed ({getattr(e, 'reason', e)})") from e
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        fetched.append(target)
+    return fetched
+
+
+def load_mnist(data_dir: str | os.PathLike, download: bool = False, mirror: str = MNIST_MIRROR) -> Dataset:
+    """MNIST from the four IDX files in ``data_dir`` (``.gz`` or raw); with ``download``,
+    missing files are fetched first. Images are scaled to [0, 1] and flattened."""
+    data_dir = Path(data_dir)
+    if download:
+        download_mnist(data_dir, mirror)
+    elif not data_dir.is_dir():
+        raise DataError(f"{data_dir}: data folder does not exist (pass --download to fetch MNIST into it)")
+    missing = missing_mnist_files(data_dir)
+    if missing:
+        raise DataError(
+            f"{data_dir}: missing MNIST files {', '.join(m + '[.gz]' for m in missing)} "
+            f"(pass --download to fetch them)"
+        )
+    arrays = {key: (read_idx(_find(data_dir, stem)), _find(data_dir, stem)) for key, stem in MNIST_FILES.items()}
+    splits = []
+    for split in ("train", "test"):
+        (images, image_path), (labels, label_path) = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise DataError(f"{image_path}: expected uint8 images of shape (N, rows, cols), got {images.dtype} {images.shape}")
+        if labels.ndim != 1 or labels.dtype != np.uint8:
+            raise DataError(f"{label_path}: expected uint8 labels of shape (N,), got {labels.dtype} {labels.shape}")
+        if images.shape[0] != labels.shape[0]:
+            raise DataError(
+                f"{image_path} holds {images.shape[0]} images but {label_path} holds {labels.shape[0]} labels"
+            )
+        if labels.size and labels.max() > 9:
+            raise DataError(f"{label_path}: labels must be digits 0-9, found {int(labels.max())}")
+        splits.append(((images.reshape(len(images), -1) / 255.0).astype(np.float32), labels.astype(np.int32), image_path))
+    (x_train, y_train, train_path), (x_test, y_test, test_path) = splits
+    if x_train.shape[1] != x_test.shape[1]:
+        raise DataError(f"{train_path} and {test_path} have different image sizes ({x_train.shape[1]} vs {x_test.shape[1]} pixels)")
+    return Dataset(x_train, y_train, x_test, y_test, 10, "mnist")

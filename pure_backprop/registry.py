@@ -1,0 +1,129 @@
+"""The one registry of every built-in node, layer, loss and network.
+
+Each ``Case`` can build, from a PRNG key and an input shape, a ``Layer`` with its params
+and an input ``x`` drawn away from kinks (ReLU's 0) and poles (log's and 1/x's 0).
+The test suite is parametrized over ``CASES`` (hand backward vs ``jax.vjp`` of the
+independent reference forward, vs finite differences, jit, vmap) and ``pure-backprop
+check`` walks it, so adding a case here is all it takes to have a new layer checked.
+Losses enter as ``with_targets(loss, targets)`` so they are layers like the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from . import graphs, nodes
+from .core import Layer, serial, with_targets
+from .layers import affine, mse, relu, sigmoid, softmax_cross_entropy, tanh
+from .network import mlp
+
+
+class Case(NamedTuple):
+    name: str
+    kind: str  # "node", "graph", "layer", "loss" or "network"
+    build: Callable[[jax.Array, tuple[int, ...]], tuple[Layer, Any, Any]]
+    shapes: tuple[tuple[int, ...], ...]
+
+
+def normal(key, shape):
+    return jax.random.normal(key, shape)
+
+
+def away_from_zero(key, shape, low=0.1):
+    """Entries of magnitude in [low, 1 + low) with random signs: no ReLU kink within a step."""
+    k_sign, k_mag = jax.random.split(key)
+    return jnp.where(jax.random.bernoulli(k_sign, 0.5, shape), 1.0, -1.0) * (low + jax.random.uniform(k_mag, shape))
+
+
+def positive(key, shape):
+    return jax.random.uniform(key, shape, minval=0.5, maxval=2.0)
+
+
+def _unary(layer, draw=normal):
+    def build(key, shape):
+        return layer, (), draw(key, shape)
+
+    return build
+
+
+def _pair(layer, shape_b, draw_b=normal):
+    def build(key, shape):
+        ka, kb = jax.random.split(key)
+        return layer, (), (normal(ka, shape), draw_b(kb, shape_b(shape)))
+
+    return build
+
+
+def _with_params(layer, draw=normal):
+    def build(key, shape):
+        k_init, k_x = jax.random.split(key)
+        params, _ = layer.init(k_init, shape)
+        params = jax.tree_util.tree_map(lambda p: p + 0.1 * jax.random.normal(k_init, p.shape), params)
+        return layer, params, draw(k_x, shape)
+
+    return build
+
+
+def _loss(loss, targets):
+    def build(key, shape):
+        k_x, k_t = jax.random.split(key)
+        return with_targets(loss, targets(k_t, shape)), (), 3.0 * normal(k_x, shape)
+
+    return build
+
+
+def labels(key, shape):
+    return jax.random.randint(key, shape[:1], 0, shape[1])
+
+
+def soft_targets(key, shape):
+    return jax.nn.softmax(jax.random.normal(key, shape), axis=1)
+
+
+def _network(hidden, activation, draw=normal):
+    def build(key, shape):
+        k_init, k_x, k_t = jax.random.split(key, 3)
+        net = mlp(hidden, 4, activation)
+        params, _ = net.init(k_init, shape)
+        layer = serial(net, with_targets(softmax_cross_entropy, labels(k_t, (shape[0], 4))))
+        return layer, (params, ()), draw(k_x, shape)
+
+    return build
+
+
+CASES: tuple[Case, ...] = (
+    # computational-graph nodes
+    Case("add", "node", _pair(nodes.add, lambda s: s), ((3,), (4, 5))),
+    Case("multiply", "node", _pair(nodes.multiply, lambda s: s), ((3,), (4, 5))),
+    Case("multiply_broadcast", "node", _pair(nodes.multiply, lambda s: s[:-1] + (1,)), ((4, 5), (2, 3))),
+    Case("matmul", "node", _pair(nodes.matmul, lambda s: (s[1], 3)), ((1, 3), (4, 5))),
+    Case("bias_add", "node", _pair(nodes.bias_add, lambda s: s[1:]), ((1, 3), (4, 5))),
+    Case("negate", "node", _unary(nodes.negate), ((3,), (4, 5))),
+    Case("exp", "node", _unary(nodes.exp), ((3,), (4, 5))),
+    Case("add_constant", "node", _unary(nodes.add_constant(1.0)), ((3,), (4, 5))),
+    Case("multiply_constant", "node", _unary(nodes.multiply_constant(-2.5)), ((3,), (4, 5))),
+    Case("reciprocal", "node", _unary(nodes.reciprocal, positive), ((3,), (4, 5))),
+    Case("log", "node", _unary(nodes.log, positive), ((3,), (4, 5))),
+    Case("sum", "node", _unary(nodes.sum()), ((3,), (4, 5))),
+    Case("sum_rows", "node", _unary(nodes.sum(axis=1, keepdims=True)), ((4, 5), (2, 3))),
+    # the note's composed graphs
+    Case("sigmoid_graph", "graph", lambda k, s: (graphs.sigmoid_graph, ((),) * 4, normal(k, s)), ((3,), (4, 5))),
+    Case("softmax_cross_entropy_graph", "graph", _loss(graphs.softmax_cross_entropy_graph, soft_targets), ((2, 3), (5, 10))),
+    # layers
+    Case("affine", "layer", _with_params(affine(3)), ((2, 4), (5, 2, 3))),
+    Case("relu", "layer", _unary(relu, away_from_zero), ((3,), (4, 5))),
+    Case("sigmoid", "layer", _unary(sigmoid), ((3,), (4, 5))),
+    Case("tanh", "layer", _unary(tanh), ((3,), (4, 5))),
+    Case("softmax_cross_entropy", "loss", _loss(softmax_cross_entropy, labels), ((2, 3), (5, 10))),
+    Case("softmax_cross_entropy_soft", "loss", _loss(softmax_cross_entropy, soft_targets), ((2, 3), (5, 10))),
+    Case("mse", "loss", _loss(mse, lambda k, s: normal(k, s)), ((2, 3), (5, 4))),
+    # networks: three hidden layers and the loss
+    Case("mlp_relu", "network", _network((6, 5, 4), "relu"), ((3, 7), (8, 5))),
+    Case("mlp_sigmoid", "network", _network((6, 5, 4), "sigmoid"), ((3, 7),)),
+    Case("mlp_tanh", "network", _network((6, 5, 4), "tanh"), ((3, 7),)),
+)
+
+BY_NAME = {case.name: case for case in CASES}
