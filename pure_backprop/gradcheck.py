@@ -388,7 +388,7 @@ def check_command(args) -> int:
     rows, failed, problems = [], [], []
     for case in cases:
         with jax.enable_x64(True):
-            layer, params, x = case.build(jax.random.PRNGKey(args.seed), case.shapes[-1])
+            layer, params, x, _ = case.build(jax.random.PRNGKey(args.seed), case.shapes[-1])
         report = check(layer, params, x, mode=args.mode, seed=args.seed, name=case.name)
         rows += [(case.name, leaf) for leaf in report.leaves]
         problems += [f"{case.name}: {p}" for p in report.problems]

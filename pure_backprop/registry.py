@@ -1,7 +1,8 @@
 """The one registry of every built-in node, layer, loss and network.
 
-Each ``Case`` can build, from a PRNG key and an input shape, a ``Layer`` with its params
-and an input ``x`` drawn away from kinks (ReLU's 0) and poles (log's and 1/x's 0).
+Each ``Case`` can build, from a PRNG key and an input shape, a ``Layer`` with its params,
+an input ``x`` and the targets bound into it (``None`` but for losses and networks),
+with ``x`` drawn away from kinks (ReLU's 0) and poles (log's and 1/x's 0).
 The test suite is parametrized over ``CASES`` (hand backward vs ``jax.vjp`` of the
 independent reference forward, vs finite differences, jit, vmap) and ``pure-backprop
 check`` walks it, so adding a case here is all it takes to have a new layer checked.
@@ -24,7 +25,7 @@ from .network import mlp
 class Case(NamedTuple):
     name: str
     kind: str  # "node", "graph", "layer", "loss" or "network"
-    build: Callable[[jax.Array, tuple[int, ...]], tuple[Layer, Any, Any]]
+    build: Callable[[jax.Array, tuple[int, ...]], tuple[Layer, Any, Any, Any]]  # layer, params, x, targets
     shapes: tuple[tuple[int, ...], ...]
 
 
@@ -44,7 +45,7 @@ def positive(key, shape):
 
 def _unary(layer, draw=normal):
     def build(key, shape):
-        return layer, (), draw(key, shape)
+        return layer, (), draw(key, shape), None
 
     return build
 
@@ -52,17 +53,22 @@ def _unary(layer, draw=normal):
 def _pair(layer, shape_b, draw_b=normal):
     def build(key, shape):
         ka, kb = jax.random.split(key)
-        return layer, (), (normal(ka, shape), draw_b(kb, shape_b(shape)))
+        return layer, (), (normal(ka, shape), draw_b(kb, shape_b(shape))), None
 
     return build
+
+
+def _jitter(key, params):
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(key, max(len(leaves), 1))
+    return treedef.unflatten([p + 0.1 * jax.random.normal(k, p.shape, p.dtype) for p, k in zip(leaves, keys)])
 
 
 def _with_params(layer, draw=normal):
     def build(key, shape):
         k_init, k_x = jax.random.split(key)
-        params, _ = layer.init(k_init, shape)
-        params = jax.tree_util.tree_map(lambda p: p + 0.1 * jax.random.normal(k_init, p.shape), params)
-        return layer, params, draw(k_x, shape)
+        params = _jitter(k_init, layer.init(k_init, shape)[0])
+        return layer, params, draw(k_x, shape), None
 
     return build
 
@@ -70,7 +76,8 @@ def _with_params(layer, draw=normal):
 def _loss(loss, targets):
     def build(key, shape):
         k_x, k_t = jax.random.split(key)
-        return with_targets(loss, targets(k_t, shape)), (), 3.0 * normal(k_x, shape)
+        t = targets(k_t, shape)
+        return with_targets(loss, t), (), 3.0 * normal(k_x, shape), t
 
     return build
 
@@ -83,13 +90,14 @@ def soft_targets(key, shape):
     return jax.nn.softmax(jax.random.normal(key, shape), axis=1)
 
 
-def _network(hidden, activation, draw=normal):
+def _network(hidden, activation, classes=4, draw=normal):
     def build(key, shape):
         k_init, k_x, k_t = jax.random.split(key, 3)
-        net = mlp(hidden, 4, activation)
+        net = mlp(hidden, classes, activation)
         params, _ = net.init(k_init, shape)
-        layer = serial(net, with_targets(softmax_cross_entropy, labels(k_t, (shape[0], 4))))
-        return layer, (params, ()), draw(k_x, shape)
+        params = _jitter(k_init, params)  # nonzero biases: no unit sits exactly on ReLU's kink
+        t = labels(k_t, (shape[0], classes))
+        return serial(net, with_targets(softmax_cross_entropy, t)), (params, ()), draw(k_x, shape), t
 
     return build
 
@@ -110,7 +118,7 @@ CASES: tuple[Case, ...] = (
     Case("sum", "node", _unary(nodes.sum()), ((3,), (4, 5))),
     Case("sum_rows", "node", _unary(nodes.sum(axis=1, keepdims=True)), ((4, 5), (2, 3))),
     # the note's composed graphs
-    Case("sigmoid_graph", "graph", lambda k, s: (graphs.sigmoid_graph, ((),) * 4, normal(k, s)), ((3,), (4, 5))),
+    Case("sigmoid_graph", "graph", lambda k, s: (graphs.sigmoid_graph, ((),) * 4, normal(k, s), None), ((3,), (4, 5))),
     Case("softmax_cross_entropy_graph", "graph", _loss(graphs.softmax_cross_entropy_graph, soft_targets), ((2, 3), (5, 10))),
     # layers
     Case("affine", "layer", _with_params(affine(3)), ((2, 4), (5, 2, 3))),
@@ -124,6 +132,7 @@ CASES: tuple[Case, ...] = (
     Case("mlp_relu", "network", _network((6, 5, 4), "relu"), ((3, 7), (8, 5))),
     Case("mlp_sigmoid", "network", _network((6, 5, 4), "sigmoid"), ((3, 7),)),
     Case("mlp_tanh", "network", _network((6, 5, 4), "tanh"), ((3, 7),)),
+    Case("two_layer_net", "network", _network((50,), "relu", classes=10), ((8, 64),)),
 )
 
 BY_NAME = {case.name: case for case in CASES}

@@ -63,7 +63,7 @@ def sum(axis=None, keepdims=False):  # noqa: A001
 
 def affine(params, x):
     flat = x.reshape(x.shape[0], -1)
-    return jnp.einsum("nd,dm->nm", flat, params["W"]) + params["b"]
+    return jnp.einsum("nd,dm->nm", flat, params["W"]) + params["b"][None, :]
 
 
 def relu(params, x):

@@ -45,7 +45,7 @@ def affine(out_dim: int, w_init=None, b_init=None) -> Layer:
     def forward(params, x):
         W, b = params["W"], params["b"]
         _check(x, W, b)
-        y = x.reshape(x.shape[0], -1) @ W + b
+        y = x.reshape(x.shape[0], -1) @ W + b[None, :]
         return y, x
 
     def backward(params, x, dy):

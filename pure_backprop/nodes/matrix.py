@@ -56,7 +56,7 @@ def _bias_forward(params, x):
     X, b = require_pair("bias_add", x)
     require_rank("bias_add", "X", X, rank=2)
     _bias_shape(jnp.shape(X), jnp.shape(b))
-    return X + b, None
+    return X + b[None, :], None
 
 
 def _bias_backward(params, residuals, dY):
