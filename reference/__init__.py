@@ -71,8 +71,8 @@ def relu(params, x):
 
 
 def sigmoid(params, x):
-    # 1 / (1 + e^-x) = (1 + tanh(x / 2)) / 2: the same function, with no overflow anywhere.
-    return 0.5 * (1.0 + jnp.tanh(0.5 * x))
+    # 1 / (1 + e^-x) = exp(-log(1 + e^-x)): the same function, with no overflow anywhere.
+    return jnp.exp(-jnp.logaddexp(0.0, -x))
 
 
 def tanh(params, x):

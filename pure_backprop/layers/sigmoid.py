@@ -12,7 +12,8 @@ Multiplied out, ``dx = dy * y**2 * exp(-x) = dy * y * (1 - y)``, the closed form
 
 Numerics: the forward is evaluated with ``e = exp(-|x|)`` in ``(0, 1]``, ``y = 1 / (1 + e)``
 for ``x >= 0`` and ``y = e / (1 + e)`` for ``x < 0``, so no branch overflows even at
-``|x| = 1e4`` in float32; the backward needs only ``y``.
+``|x| = 1e4`` in float32. ``1 - y`` is kept as ``sigmoid(-x)``, computed the same way,
+rather than subtracted from ``y``: at ``x = 30``, ``1 - y`` would lose all but 3 digits.
 """
 
 from __future__ import annotations
@@ -26,14 +27,16 @@ from ..core import Layer, no_params
 def forward(params, x):
     del params
     e = jnp.exp(-jnp.abs(x))
-    y = jnp.where(x >= 0, 1 / (1 + e), e / (1 + e))
-    return y, y
+    big, small = 1 / (1 + e), e / (1 + e)  # sigmoid(|x|) and sigmoid(-|x|) = 1 - sigmoid(|x|)
+    y = jnp.where(x >= 0, big, small)
+    return y, (y, jnp.where(x >= 0, small, big))
 
 
-def backward(params, y, dy):
+def backward(params, residuals, dy):
     del params
+    y, one_minus_y = residuals
     require_same_shape("sigmoid", "dy", dy, "y", y)
-    return (), dy * y * (1 - y)
+    return (), dy * y * one_minus_y
 
 
 sigmoid = Layer(no_params, forward, backward)
