@@ -1,0 +1,96 @@
+"""Training with the hand gradients: the same parameters as jax.grad, scan epochs, full evaluation,
+and a layer written outside the package working through the whole protocol."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from pure_backprop import Layer, loss_and_grads, serial
+from pure_backprop.core import no_params
+from pure_backprop.layers import affine, softmax_cross_entropy
+from pure_backprop.network import mlp
+from pure_backprop.train import OPTIMIZERS, make_evaluate, make_train_epoch, make_train_step
+
+NET = mlp((8, 6), 3, "tanh")
+
+
+def _data(n=40, d=5, seed=0):
+    x = jax.random.normal(jax.random.PRNGKey(seed), (n, d))
+    return x, jnp.argmax(x[:, :3], axis=1)  # a rule the network can learn
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_hand_step_equals_jax_grad_step_after_20_steps(name):
+    x, y = _data()
+    params, _ = NET.init(jax.random.PRNGKey(1), (-1, 5))
+    params = jax.tree_util.tree_map(lambda p: p.astype(jnp.float64), params)
+    optimizer = OPTIMIZERS[name](0.05)
+    hand_step = make_train_step(NET, softmax_cross_entropy, optimizer)
+
+    @jax.jit
+    def jax_step(params, opt_state, batch):
+        value, grads = jax.value_and_grad(lambda p: softmax_cross_entropy.forward(NET.forward(p, batch[0])[0], batch[1])[0])(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    a, sa = params, optimizer.init(params)
+    b, sb = params, optimizer.init(params)
+    for i in range(20):
+        batch = (x[i % 4 * 10:(i % 4 + 1) * 10], y[i % 4 * 10:(i % 4 + 1) * 10])
+        a, sa, la = hand_step(a, sa, batch)
+        b, sb, lb = jax_step(b, sb, batch)
+        np.testing.assert_allclose(la, lb, rtol=1e-12)
+    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_allclose(u, v, rtol=1e-9, atol=1e-12)
+    assert not all(np.allclose(u, v) for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(params)))
+
+
+def test_epoch_is_one_compiled_scan_that_learns_and_shuffles_with_the_key():
+    x, y = _data(n=60)
+    params, _ = NET.init(jax.random.PRNGKey(0), (-1, 5))
+    optimizer = optax.sgd(0.1)
+    epoch = make_train_epoch(NET, softmax_cross_entropy, optimizer, 16)
+    p1, _, losses = epoch(params, optimizer.init(params), jax.random.PRNGKey(3), x, y)
+    assert losses.shape == (3,)  # 60 // 16 batches
+    p2, _, _ = epoch(params, optimizer.init(params), jax.random.PRNGKey(4), x, y)
+    assert not np.allclose(p1[0]["W"], p2[0]["W"])  # a different key, a different order
+    p3, _, _ = epoch(params, optimizer.init(params), jax.random.PRNGKey(3), x, y)
+    np.testing.assert_array_equal(p1[0]["W"], p3[0]["W"])  # the same key, the same result
+    state, p = optimizer.init(params), params
+    first = float(softmax_cross_entropy.forward(NET.forward(p, x)[0], y)[0])
+    for k in range(40):
+        p, state, losses = epoch(p, state, jax.random.PRNGKey(k), x, y)
+    assert float(softmax_cross_entropy.forward(NET.forward(p, x)[0], y)[0]) < 0.6 * first
+
+
+def test_evaluation_covers_every_sample_once():
+    x, y = _data(n=23)
+    params, _ = NET.init(jax.random.PRNGKey(0), (-1, 5))
+    loss, acc = make_evaluate(NET, softmax_cross_entropy, 10)(params, x, y)
+    scores = NET.forward(params, x)[0]
+    np.testing.assert_allclose(acc, np.mean(np.argmax(scores, 1) == y), rtol=1e-6)
+    np.testing.assert_allclose(loss, softmax_cross_entropy.forward(scores, y)[0], rtol=1e-5)
+
+
+def test_a_layer_written_outside_the_package_works_everywhere():
+    """Leaky ReLU written by a user, as the README shows: serial, loss_and_grads, jit, vmap, training."""
+
+    def forward(params, x):
+        return jnp.where(x > 0, x, 0.1 * x), x > 0
+
+    def backward(params, positive, dy):
+        return (), jnp.where(positive, dy, 0.1 * dy)
+
+    leaky = Layer(no_params, forward, backward)
+    net = serial(affine(4), leaky, affine(3))
+    params, shape = net.init(jax.random.PRNGKey(0), (-1, 5))
+    assert shape == (-1, 3)
+    x, y = _data()
+    value, grads = jax.jit(lambda p: loss_and_grads(net, softmax_cross_entropy, p, x, y))(params)
+    expected = jax.grad(lambda p: softmax_cross_entropy.forward(net.forward(p, x)[0], y)[0])(params)
+    for u, v in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(expected)):
+        np.testing.assert_allclose(u, v, rtol=1e-10, atol=1e-14)
+    per_sample = jax.vmap(lambda xi: net.forward(params, xi[None])[0][0])(x)
+    np.testing.assert_allclose(per_sample, net.forward(params, x)[0], rtol=1e-12)
