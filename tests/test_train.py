@@ -87,6 +87,7 @@ def test_a_layer_written_outside_the_package_works_everywhere():
     net = serial(affine(4), leaky, affine(3))
     params, shape = net.init(jax.random.PRNGKey(0), (-1, 5))
     assert shape == (-1, 3)
+    params = jax.tree_util.tree_map(lambda p: p.astype(jnp.float64), params)
     x, y = _data()
     value, grads = jax.jit(lambda p: loss_and_grads(net, softmax_cross_entropy, p, x, y))(params)
     expected = jax.grad(lambda p: softmax_cross_entropy.forward(net.forward(p, x)[0], y)[0])(params)
