@@ -1,0 +1,149 @@
+"""MNIST IDX files (made here), the download path against a local HTTP server on 127.0.0.1,
+the digits set, and the command line's behaviour on good and bad input."""
+
+import functools
+import gzip
+import http.server
+import json
+import struct
+import threading
+
+import numpy as np
+import pytest
+
+from pure_backprop import data
+from pure_backprop.cli import main
+
+
+def idx_bytes(array, code=0x08):
+    return struct.pack(">BBBB", 0, 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
+
+
+def write_mnist(folder, n_train=30, n_test=10, gz=True, side=4):
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, side, side)),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, side, side)),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, array in arrays.items():
+        raw = idx_bytes(array)
+        (folder / (name + (".gz" if gz else ""))).write_bytes(gzip.compress(raw) if gz else raw)
+    return arrays
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_mnist_loader_reads_idx_files(tmp_path, gz):
+    arrays = write_mnist(tmp_path, gz=gz)
+    ds = data.load_mnist(tmp_path)
+    assert ds.x_train.shape == (30, 16) and ds.x_test.shape == (10, 16) and ds.x_train.dtype == np.float32
+    np.testing.assert_allclose(ds.x_train * 255, arrays["train-images-idx3-ubyte"].reshape(30, 16), atol=1e-4)
+    np.testing.assert_array_equal(ds.y_test, arrays["t10k-labels-idx1-ubyte"])
+
+
+def test_bad_files_raise_errors_naming_the_file(tmp_path):
+    write_mnist(tmp_path, gz=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-5])
+    with pytest.raises(data.DataError, match=r"train-images-idx3-ubyte: truncated"):
+        data.load_mnist(tmp_path)
+    path.write_bytes(b"\x12\x34" + raw[2:])
+    with pytest.raises(data.DataError, match=r"train-images-idx3-ubyte: not an IDX file \(wrong magic number 1234"):
+        data.load_mnist(tmp_path)
+    path.write_bytes(idx_bytes(np.zeros((29, 4, 4))))
+    with pytest.raises(data.DataError, match=r"holds 29 images but .*train-labels-idx1-ubyte holds 30 labels"):
+        data.load_mnist(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x1f\x8bnot gzip at all")
+    path.write_bytes(raw)
+    with pytest.raises(data.DataError, match=r"t10k-labels-idx1-ubyte: corrupt gzip"):
+        data.load_mnist(tmp_path)
+
+
+def test_missing_folder_and_files(tmp_path):
+    with pytest.raises(data.DataError, match="does not exist"):
+        data.load_mnist(tmp_path / "nope")
+    with pytest.raises(data.DataError, match="missing MNIST files train-images-idx3-ubyte"):
+        data.load_mnist(tmp_path)
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    served = tmp_path / "served"
+    write_mnist(served)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", served
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_from_a_local_mirror(tmp_path, mirror):
+    url, served = mirror
+    target = tmp_path / "mnist"
+    ds = data.load_mnist(target, download=True, mirror=url)
+    assert ds.x_train.shape == (30, 16)
+    assert sorted(p.name for p in target.iterdir()) == sorted(p.name for p in served.iterdir())
+    (served / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"garbage"))
+    (target / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(data.DataError, match=r"t10k-labels-idx1-ubyte.gz: downloaded file is not a valid IDX file"):
+        data.download_mnist(target, url)
+    assert not any(p.suffix == ".part" for p in target.iterdir())
+    (served / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(data.DataError, match="download failed"):
+        data.download_mnist(target, url)
+
+
+def test_digits_split_is_stratified_and_seeded():
+    a, b = data.load_digits(seed=0), data.load_digits(seed=0)
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+    assert a.x_train.shape == (1437, 64) and a.x_test.shape == (360, 64)
+    assert 0.0 <= a.x_train.min() and a.x_train.max() == 1.0
+    counts = np.bincount(a.y_test, minlength=10)
+    assert counts.min() >= 35 and counts.max() <= 37
+
+
+def test_train_command_writes_a_run_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--epochs", "3", "--hidden", "16", "--optimizer", "adam", "--lr", "0.01", "--out", str(out), "--no-progress"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("train_accuracy", "test_accuracy", "grad_check_max_rel_error", "seconds", "history"):
+        assert key in metrics
+    assert len(metrics["history"]) == 3 and metrics["grad_check_max_rel_error"] < 1e-10
+    assert metrics["test_accuracy"] > 0.5
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(np.load(out / "params.npz").files) == ["layer0/W", "layer0/b", "layer2/W", "layer2/b"]
+    assert "gradient check" in capsys.readouterr().out
+    assert main(["train", "--epochs", "1", "--out", str(out)]) == 2  # never overwrite a finished run
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_train_on_mnist_files(tmp_path):
+    write_mnist(tmp_path / "mnist", n_train=200, n_test=20)
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "mnist"), "--epochs", "1",
+                 "--batch-size", "50", "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["dataset"] == "mnist"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--lr", "-1"], "expected a positive float"),
+    (["train", "--hidden", "10,x"], "comma-separated positive ints"),
+    (["train", "--optimizer", "lbfgs"], "invalid choice"),
+    (["train", "--batch-size", "5000"], "exceeds the 1437 training samples"),
+    (["train", "--dataset", "mnist", "--data-dir", "/nonexistent/mnist"], "does not exist"),
+    (["train", "--out", "/proc/forbidden/run"], "cannot write to output folder"),
+    (["check", "--layer", "nope"], "is not a built-in case"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_options_give_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
