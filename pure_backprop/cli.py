@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd")
     t.add_argument("--lr", type=_positive(float), default=0.1)
     t.add_argument("--batch-size", type=_positive(int), default=100)
-    t.add_argument("--epochs", type=_positive(int), default=300)
+    t.add_argument("--epochs", type=_positive(int), default=1000)
+    t.add_argument("--augment", choices=["affine", "none"], default="affine",
+                   help="random affine warps of half of each training batch (default affine)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default=None, help="run folder (default runs/<timestamp>)")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -142,6 +144,7 @@ def train_command(args) -> int:
     import numpy as np
     from tqdm import tqdm
 
+    from .augment import Affine, affine_augmenter
     from .gradcheck import compare_with_jax
     from .layers import softmax_cross_entropy
     from .network import mlp
@@ -158,7 +161,9 @@ def train_command(args) -> int:
 
     optimizer = OPTIMIZERS[args.optimizer](args.lr)
     opt_state = optimizer.init(params)
-    epoch = make_train_epoch(network, softmax_cross_entropy, optimizer, args.batch_size)
+    augment = Affine() if args.augment == "affine" else None
+    epoch = make_train_epoch(network, softmax_cross_entropy, optimizer, args.batch_size,
+                             augment=augment and affine_augmenter(dataset.image_shape, augment))
     evaluate = make_evaluate(network, softmax_cross_entropy, max(args.batch_size, 500))
     x_train, y_train, x_test, y_test = (jnp.asarray(a) for a in dataset[:4])
 
@@ -182,6 +187,7 @@ def train_command(args) -> int:
     metrics = {
         "dataset": dataset.name, "hidden": list(args.hidden), "activation": args.activation,
         "optimizer": args.optimizer, "lr": args.lr, "batch_size": args.batch_size,
+        "augment": augment._asdict() if augment else None,
         "epochs": len(history), "epochs_requested": args.epochs, "seed": args.seed, "interrupted": interrupted,
         "train_accuracy": last["train_accuracy"], "test_accuracy": last["test_accuracy"],
         "grad_check_max_rel_error": grad_error, "seconds": time.perf_counter() - start,
@@ -190,7 +196,9 @@ def train_command(args) -> int:
     flat = {f"layer{i}/{k}": np.asarray(v) for i, p in enumerate(params) if p for k, v in p.items()}
     _write_atomic(out / "params.npz", lambda tmp: np.savez(open(tmp, "wb"), **flat))
     if history:
-        _write_atomic(out / "curves.png", lambda tmp: _plot(history, tmp, f"{dataset.name}: {args.hidden} {args.activation}, {args.optimizer} lr {args.lr}"))
+        title = (f"{dataset.name}: hidden {list(args.hidden)} {args.activation}, {args.optimizer} lr {args.lr}, "
+                 f"batch {args.batch_size}, augment {args.augment}")
+        _write_atomic(out / "curves.png", lambda tmp: _plot(history, tmp, title))
     _write_atomic(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
     if history:
         print(f"train accuracy {last['train_accuracy']:.4f}  test accuracy {last['test_accuracy']:.4f}  "
@@ -213,9 +221,12 @@ def _plot(history, path, title):
     ax_loss.plot(epochs, [h["train_loss"] for h in history], label="train")
     ax_loss.plot(epochs, [h["test_loss"] for h in history], label="test")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log", title="loss")
-    ax_acc.plot(epochs, [h["train_accuracy"] for h in history], label="train")
-    ax_acc.plot(epochs, [h["test_accuracy"] for h in history], label="test")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for split in ("train", "test"):
+        values = [h[f"{split}_accuracy"] for h in history]
+        ax_acc.plot(epochs, values, label=f"{split} (last {values[-1]:.4f})")
+    # zoom on where the accuracies settle: the first tenth of the epochs may run off the bottom
+    settled = [h[k] for h in history[len(history) // 10:] for k in ("train_accuracy", "test_accuracy")]
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(max(0.0, min(settled) - 0.01), 1.0025))
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()

@@ -39,6 +39,7 @@ class Dataset(NamedTuple):
     y_test: np.ndarray
     num_classes: int
     name: str
+    image_shape: tuple[int, int]  # (rows, cols) of one image before flattening
 
 
 def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
@@ -53,7 +54,7 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=test_fraction, stratify=y, random_state=seed
     )
-    return Dataset(x_train, y_train, x_test, y_test, 10, "digits")
+    return Dataset(x_train, y_train, x_test, y_test, 10, "digits", (8, 8))
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -156,8 +157,9 @@ def load_mnist(data_dir: str | os.PathLike, download: bool = False, mirror: str 
             )
         if labels.size and labels.max() > 9:
             raise DataError(f"{label_path}: labels must be digits 0-9, found {int(labels.max())}")
-        splits.append(((images.reshape(len(images), -1) / 255.0).astype(np.float32), labels.astype(np.int32), image_path))
-    (x_train, y_train, train_path), (x_test, y_test, test_path) = splits
-    if x_train.shape[1] != x_test.shape[1]:
-        raise DataError(f"{train_path} and {test_path} have different image sizes ({x_train.shape[1]} vs {x_test.shape[1]} pixels)")
-    return Dataset(x_train, y_train, x_test, y_test, 10, "mnist")
+        x = (images.reshape(len(images), -1) / 255.0).astype(np.float32)
+        splits.append((x, labels.astype(np.int32), image_path, tuple(images.shape[1:])))
+    (x_train, y_train, train_path, train_shape), (x_test, y_test, test_path, test_shape) = splits
+    if train_shape != test_shape:
+        raise DataError(f"{train_path} and {test_path} have different image sizes ({train_shape} vs {test_shape} pixels)")
+    return Dataset(x_train, y_train, x_test, y_test, 10, "mnist", train_shape)

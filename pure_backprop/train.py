@@ -42,12 +42,15 @@ def make_train_step(network: Layer, loss: Loss, optimizer: optax.GradientTransfo
     return jax.jit(make_step(network, loss, optimizer))
 
 
-def make_train_epoch(network: Layer, loss: Loss, optimizer: optax.GradientTransformation, batch_size: int):
+def make_train_epoch(network: Layer, loss: Loss, optimizer: optax.GradientTransformation, batch_size: int,
+                     augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None):
     """A jit-compiled ``(params, opt_state, key, x, targets) -> (params, opt_state, losses)``.
 
     The samples are shuffled with ``key`` and cut into ``len(x) // batch_size`` batches
     that one ``lax.scan`` runs through; the remainder of fewer than ``batch_size`` samples
     sits out this epoch (a different remainder each epoch, since the shuffle changes).
+    ``augment(key, x_batch) -> x_batch`` (e.g. ``augment.affine_augmenter``), if given, is
+    applied to each batch with its own key split from ``key``.
     """
     step = make_step(network, loss, optimizer)
 
@@ -55,14 +58,18 @@ def make_train_epoch(network: Layer, loss: Loss, optimizer: optax.GradientTransf
         n = x.shape[0]
         if n < batch_size:
             raise ValueError(f"train: batch size {batch_size} exceeds the {n} training samples")
-        batches = jax.random.permutation(key, n)[: (n // batch_size) * batch_size].reshape(-1, batch_size)
+        key_order, key_augment = jax.random.split(key) if augment is not None else (key, key)
+        batches = jax.random.permutation(key_order, n)[: (n // batch_size) * batch_size].reshape(-1, batch_size)
+        keys = jax.random.split(key_augment, batches.shape[0])
 
-        def body(carry, index):
+        def body(carry, batch):
             params, opt_state = carry
-            params, opt_state, value = step(params, opt_state, (x[index], targets[index]))
+            index, key = batch
+            xb = x[index] if augment is None else augment(key, x[index])
+            params, opt_state, value = step(params, opt_state, (xb, targets[index]))
             return (params, opt_state), value
 
-        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), batches)
+        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), (batches, keys))
         return params, opt_state, losses
 
     return jax.jit(epoch)

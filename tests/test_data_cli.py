@@ -39,6 +39,7 @@ def test_mnist_loader_reads_idx_files(tmp_path, gz):
     arrays = write_mnist(tmp_path, gz=gz)
     ds = data.load_mnist(tmp_path)
     assert ds.x_train.shape == (30, 16) and ds.x_test.shape == (10, 16) and ds.x_train.dtype == np.float32
+    assert ds.image_shape == (4, 4)
     np.testing.assert_allclose(ds.x_train * 255, arrays["train-images-idx3-ubyte"].reshape(30, 16), atol=1e-4)
     np.testing.assert_array_equal(ds.y_test, arrays["t10k-labels-idx1-ubyte"])
 
@@ -102,7 +103,7 @@ def test_download_from_a_local_mirror(tmp_path, mirror):
 def test_digits_split_is_stratified_and_seeded():
     a, b = data.load_digits(seed=0), data.load_digits(seed=0)
     np.testing.assert_array_equal(a.y_test, b.y_test)
-    assert a.x_train.shape == (1437, 64) and a.x_test.shape == (360, 64)
+    assert a.x_train.shape == (1437, 64) and a.x_test.shape == (360, 64) and a.image_shape == (8, 8)
     assert 0.0 <= a.x_train.min() and a.x_train.max() == 1.0
     counts = np.bincount(a.y_test, minlength=10)
     assert counts.min() >= 35 and counts.max() <= 37
@@ -116,6 +117,7 @@ def test_train_command_writes_a_run_folder(tmp_path, capsys):
     for key in ("train_accuracy", "test_accuracy", "grad_check_max_rel_error", "seconds", "history"):
         assert key in metrics
     assert len(metrics["history"]) == 3 and metrics["grad_check_max_rel_error"] < 1e-10
+    assert metrics["augment"] == {"max_shift": 1.0, "max_rotation": 10.0, "max_scale": 0.1, "probability": 0.5}
     assert metrics["test_accuracy"] > 0.5
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(np.load(out / "params.npz").files) == ["layer0/W", "layer0/b", "layer2/W", "layer2/b"]
@@ -130,12 +132,16 @@ def test_train_on_mnist_files(tmp_path):
     assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "mnist"), "--epochs", "1",
                  "--batch-size", "50", "--out", str(out), "--no-progress"]) == 0
     assert json.loads((out / "metrics.json").read_text())["dataset"] == "mnist"
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "mnist"), "--epochs", "1",
+                 "--batch-size", "50", "--augment", "none", "--out", str(tmp_path / "plain"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "plain" / "metrics.json").read_text())["augment"] is None
 
 
 @pytest.mark.parametrize("argv,message", [
     (["train", "--lr", "-1"], "expected a positive float"),
     (["train", "--hidden", "10,x"], "comma-separated positive ints"),
     (["train", "--optimizer", "lbfgs"], "invalid choice"),
+    (["train", "--augment", "elastic"], "invalid choice"),
     (["train", "--batch-size", "5000"], "exceeds the 1437 training samples"),
     (["train", "--dataset", "mnist", "--data-dir", "/nonexistent/mnist"], "does not exist"),
     (["train", "--out", "/proc/forbidden/run"], "cannot write to output folder"),

@@ -1,0 +1,84 @@
+"""The affine augmentation: the warp does what its formula says, the random version is pure and
+seeded, keeps the share of unchanged images, and rejects images of the wrong size."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from pure_backprop.augment import Affine, affine_augmenter, affine_warp, random_affine
+from pure_backprop.layers import softmax_cross_entropy
+from pure_backprop.network import mlp
+from pure_backprop.train import make_train_epoch
+
+IMAGES = jax.random.uniform(jax.random.PRNGKey(0), (3, 5, 5))
+
+
+def _warp(shift=(0.0, 0.0), angle=0.0, scale=1.0):
+    n = IMAGES.shape[0]
+    return affine_warp(IMAGES, jnp.tile(jnp.asarray(shift), (n, 1)), jnp.full(n, angle), jnp.full(n, scale))
+
+
+def test_identity_warp_returns_the_images():
+    np.testing.assert_allclose(_warp(), IMAGES, atol=1e-12)
+
+
+def test_whole_pixel_shift_moves_the_content():
+    out = _warp(shift=(1.0, 0.0))  # out[r, c] = image[r + 1, c]
+    np.testing.assert_allclose(out[:, :-1], IMAGES[:, 1:], atol=1e-12)
+    np.testing.assert_array_equal(out[:, -1], 0.0)  # read from outside the image
+    out = _warp(shift=(0.0, -2.0))  # out[r, c] = image[r, c - 2]
+    np.testing.assert_allclose(out[:, :, 2:], IMAGES[:, :, :-2], atol=1e-12)
+
+
+def test_half_pixel_shift_interpolates():
+    out = _warp(shift=(0.0, 0.5))
+    np.testing.assert_allclose(out[:, :, :-1], (IMAGES[:, :, :-1] + IMAGES[:, :, 1:]) / 2, atol=1e-12)
+
+
+def test_quarter_turn_is_a_clockwise_rot90():
+    np.testing.assert_allclose(_warp(angle=np.pi / 2), np.rot90(IMAGES, k=-1, axes=(1, 2)), atol=1e-9)
+
+
+def test_scale_two_magnifies_the_centre():
+    out = _warp(scale=2.0)  # the centre pixel (2, 2) stays, (0, 0) reads (1, 1)
+    np.testing.assert_allclose(out[:, 2, 2], IMAGES[:, 2, 2], atol=1e-12)
+    np.testing.assert_allclose(out[:, 0, 0], IMAGES[:, 1, 1], atol=1e-12)
+
+
+def test_random_affine_is_seeded_and_keeps_the_unwarped_share():
+    x = jax.random.uniform(jax.random.PRNGKey(1), (400, 64))
+    a = random_affine(jax.random.PRNGKey(2), x, (8, 8))
+    np.testing.assert_array_equal(a, random_affine(jax.random.PRNGKey(2), x, (8, 8)))
+    assert not np.array_equal(a, random_affine(jax.random.PRNGKey(3), x, (8, 8)))
+    unchanged = np.mean(np.all(np.asarray(a) == np.asarray(x), axis=1))
+    assert 0.4 < unchanged < 0.6  # probability 0.5
+    np.testing.assert_array_equal(random_affine(jax.random.PRNGKey(2), x, (8, 8), Affine(probability=0.0)), x)
+    assert a.dtype == x.dtype and a.shape == x.shape
+
+
+def test_random_affine_under_jit_and_vmap():
+    x = jax.random.uniform(jax.random.PRNGKey(1), (2, 6, 64), jnp.float32)
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    batched = jax.jit(jax.vmap(lambda k, v: random_affine(k, v, (8, 8))))(keys, x)
+    np.testing.assert_allclose(batched[1], random_affine(keys[1], x[1], (8, 8)), atol=1e-6)
+
+
+def test_wrong_image_size_names_the_function_and_shapes():
+    with pytest.raises(ValueError, match=r"random_affine: x must have shape \(N, 64\) for images of shape \(8, 8\), got \(4, 63\)"):
+        random_affine(jax.random.PRNGKey(0), jnp.zeros((4, 63)), (8, 8))
+
+
+def test_epoch_with_augmentation_is_seeded_and_differs_from_plain():
+    x = jax.random.uniform(jax.random.PRNGKey(1), (48, 64))
+    y = jnp.arange(48) % 10
+    net = mlp((8,), 10)
+    params, _ = net.init(jax.random.PRNGKey(0), (-1, 64))
+    optimizer = optax.sgd(0.1)
+    augmented = make_train_epoch(net, softmax_cross_entropy, optimizer, 16, augment=affine_augmenter((8, 8)))
+    plain = make_train_epoch(net, softmax_cross_entropy, optimizer, 16)
+    state = optimizer.init(params)
+    a = augmented(params, state, jax.random.PRNGKey(5), x, y)[0]
+    np.testing.assert_array_equal(a[0]["W"], augmented(params, state, jax.random.PRNGKey(5), x, y)[0][0]["W"])
+    assert not np.allclose(a[0]["W"], plain(params, state, jax.random.PRNGKey(5), x, y)[0][0]["W"])
