@@ -134,7 +134,8 @@ def check(layer: Layer, params, x, *, mode: str = "fast", seed: int = 0, directi
     ``mode``: "fast" (``directions`` random directions per leaf) or "full" (every entry).
     ``order``: 2 (central difference) or 4 (five-point stencil); ``step`` defaults to
     ``eps**(1/3)`` or ``eps**(1/5)``, scaled by the magnitude of each entry (full) or leaf (fast).
-    ``memory_mb`` bounds the perturbed copies evaluated at once in full mode.
+    ``memory_mb`` bounds one full-mode chunk: it holds ``memory_mb`` MiB divided by the bytes
+    of every intermediate of one forward (as if all were dense), perturbed evaluations.
     """
     if mode not in ("fast", "full"):
         raise ValueError(f"gradcheck: mode must be 'fast' or 'full', got {mode!r}")

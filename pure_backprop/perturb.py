@@ -71,7 +71,7 @@ def moved_values(fun, args, j, idx, new):
     closed = jax.make_jaxpr(fun)(*args)
     c = idx.shape[0]
     inputs = [(a, None) for a in args]
-    inputs[j] = (args[j], Sparse(idx.reshape(c, 1), new.reshape(c, 1)))
+    inputs[j] = (args[j], Sparse(idx.reshape(c, 1), jnp.asarray(new, jnp.result_type(args[j])).reshape(c, 1)))
     (out,) = _eval(closed.jaxpr, closed.consts, inputs, c)
     base, rep = out
     if jnp.shape(base) != ():
@@ -193,14 +193,15 @@ def _dot_general(eqn, ins, base_out, c):
     s_free = [d for d in range(len(s_shape)) if d not in sc and d not in sb]
     o_free = [d for d in range(len(o_shape)) if d not in oc and d not in ob]
     coords = jnp.unravel_index(rep.idx, s_shape)
-    delta = rep.new - jnp.ravel(s_base)[rep.idx]
+    dtype = jnp.result_type(base_out)  # the change in the product's precision (inputs may be narrower)
+    delta = rep.new.astype(dtype) - jnp.ravel(s_base)[rep.idx].astype(dtype)
     other = jnp.transpose(o_base, tuple(ob) + tuple(oc) + tuple(o_free))
     n_free = math.prod(o_shape[d] for d in o_free)
     if sb or sc:
         picked = other[tuple(coords[d] for d in sb) + tuple(coords[d] for d in sc)].reshape(rep.idx.shape + (n_free,))
     else:  # an outer product: every moved entry meets the whole other operand
         picked = jnp.broadcast_to(other.reshape(n_free), rep.idx.shape + (n_free,))
-    change = (delta[..., None] * picked).astype(base_out.dtype)
+    change = delta[..., None] * picked.astype(dtype)
     # output dims: batch, lhs free, rhs free; positions reached by one moved entry
     out_shape = jnp.shape(base_out)
     strides = np.cumprod((1,) + out_shape[::-1])[:-1][::-1]
@@ -223,10 +224,11 @@ def _reduce_sum(value, axes, base_out, c):
     shape = jnp.shape(base)
     coords = jnp.unravel_index(rep.idx, shape)
     kept = [d for d in range(len(shape)) if d not in axes]
-    delta = rep.new - jnp.ravel(base)[rep.idx]
+    dtype = jnp.result_type(base_out)
+    delta = rep.new.astype(dtype) - jnp.ravel(base)[rep.idx].astype(dtype)
     positions = jnp.ravel_multi_index(tuple(coords[d] for d in kept), tuple(shape[d] for d in kept), mode="clip") if kept else jnp.zeros_like(rep.idx)
     flat = jnp.broadcast_to(jnp.ravel(base_out), (c, max(1, base_out.size)))
-    flat = flat.at[jnp.arange(c)[:, None], positions].add(delta.astype(base_out.dtype))
+    flat = flat.at[jnp.arange(c)[:, None], positions].add(delta)
     return Dense(flat.reshape((c,) + jnp.shape(base_out)))
 
 

@@ -32,6 +32,13 @@ def _compare(fun, args, j=0, seed=0):
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
+@jax.custom_vjp
+def _clipped_tanh(x):
+    return jnp.tanh(x)
+
+
+_clipped_tanh.defvjp(lambda x: (jnp.tanh(x), x), lambda x, g: (jnp.clip(g, -1, 1) * (1 - jnp.tanh(x) ** 2),))
+
 R = np.random.default_rng(0)
 A, B, V = R.normal(size=(3, 4)), R.normal(size=(4, 5)), R.normal(size=4)
 T3, U3 = R.normal(size=(2, 3, 4)), R.normal(size=(2, 4, 3))
@@ -56,6 +63,7 @@ FUNCTIONS = {
     "reduce_sum axis 1": (lambda a: jnp.sum(jnp.sin(jnp.sum(a, 1))), (A,), 0),
     "reduce_max": (lambda a: jnp.sum(jnp.max(a, 1) ** 2), (A,), 0),
     "softmax": (lambda a: jnp.sum(jax.nn.log_softmax(a) * jnp.arange(12.0).reshape(3, 4)), (A,), 0),
+    "custom_vjp": (lambda a, b: jnp.sum(_clipped_tanh(a @ b) ** 2), (A, B), 0),
     "relu custom_jvp": (lambda a: jnp.sum(jax.nn.relu(a) * a), (A,), 0),
     "where": (lambda a: jnp.sum(jnp.where(a > 0, a**2, -a)), (A,), 0),
     "x times x": (lambda a: jnp.sum(jnp.exp(a * a.T.T)), (A,), 0),
@@ -77,7 +85,7 @@ def test_moved_values_equal_recomputation(name):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_moved_values_on_every_registry_case(case):
-    layer, params, x, _ = case.build(jax.random.PRNGKey(3), case.shapes[-1])
+    layer, params, x, _ = case.build(jax.random.PRNGKey(3), case.shapes[0])
     leaves, treedef = jax.tree_util.tree_flatten((params, x))
     y = layer.forward(params, x)[0]
     dy = jax.random.normal(jax.random.PRNGKey(4), jnp.shape(y))
@@ -86,9 +94,18 @@ def test_moved_values_on_every_registry_case(case):
         p, v = jax.tree_util.tree_unflatten(treedef, flat)
         return jnp.vdot(layer.forward(p, v)[0], dy)
 
-    for j in range(len(leaves)):
-        if jnp.size(leaves[j]):
-            _compare(phi, leaves, j, seed=j)
+    phi_jit = jax.jit(phi)
+    moved = jax.jit(lambda a, i, n, j: perturb.moved_values(phi, a, j, i, n), static_argnums=3)
+    rng = np.random.default_rng(0)
+    n = len(leaves)  # networks: the first and a middle layer, the last weight and x (a compile each)
+    for j in sorted({0, n // 2, n - 2, n - 1} if n > 4 else range(n)):
+        leaf = leaves[j]
+        if not jnp.size(leaf):
+            continue
+        idx = rng.choice(leaf.size, min(leaf.size, 6), replace=False)  # a few entries: plain recomputation is slow
+        new = (leaf.ravel()[idx] + rng.normal(size=idx.shape)).astype(leaf.dtype)
+        want = [phi_jit(*leaves[:j], leaf.ravel().at[i].set(v).reshape(leaf.shape), *leaves[j + 1:]) for i, v in zip(idx, new)]
+        np.testing.assert_allclose(moved(leaves, jnp.asarray(idx), new, j), want, rtol=1e-12, atol=1e-12)
 
 
 def test_scalar_output_is_required():
