@@ -61,6 +61,9 @@ _ELEMENTWISE = frozenset("""
     sub mul div rem atan2 nextafter select_n convert_element_type stop_gradient reduce_precision
     copy copy_p floor ceil round is_finite eq ne lt le gt ge and or not xor clamp add_any
 """.split())
+# primitives that call a jaxpr once with their operands (loops such as scan and while also
+# hold jaxprs, but run them many times: they take the dense path)
+_CALL_PRIMITIVES = frozenset("jit pjit closed_call core_call remat checkpoint custom_jvp_call custom_vjp_call".split())
 _CALLS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
 
 
@@ -131,7 +134,7 @@ def _bind(eqn, args):
 def _rule(eqn, ins, c):
     name = eqn.primitive.name
     sub = next((eqn.params[k] for k in _CALLS if k in eqn.params), None)
-    if isinstance(sub, (ClosedJaxpr, Jaxpr)):
+    if name in _CALL_PRIMITIVES and isinstance(sub, (ClosedJaxpr, Jaxpr)):
         jaxpr, consts = (sub.jaxpr, sub.consts) if isinstance(sub, ClosedJaxpr) else (sub, ())
         if len(jaxpr.invars) == len(ins):
             return _eval(jaxpr, consts, ins, c)
