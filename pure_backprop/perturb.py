@@ -16,7 +16,8 @@ Rules keep values sparse as long as that is exact:
 
 * elementwise ops (``exp``, ``max``, ``select_n``, ``add`` of an unaffected bias, ...) are applied
   to the moved positions only, every other position being the base output;
-* ``reshape`` keeps flat positions, ``transpose`` permutes them;
+* ``reshape``, ``squeeze`` and a ``broadcast_in_dim`` that only adds axes of size 1 keep flat
+  positions, ``transpose`` permutes them;
 * ``dot_general`` is bilinear: with one operand moved at one position ``p`` by ``d``, the product
   moves by ``d`` times the matching slice of the other operand, at the output positions that ``p``
   reaches (a row or column), which stays sparse; with several moved positions the change is
@@ -145,8 +146,10 @@ def _rule(eqn, ins, c):
         base_out = _bind(eqn, [base for base, _ in ins])
         if name in _ELEMENTWISE:
             out = _elementwise(eqn, ins, out_shape)
-        elif name in ("reshape", "squeeze") and eqn.params.get("dimensions") is None:
-            out = ins[0][1]
+        elif name == "squeeze" or (name == "reshape" and eqn.params.get("dimensions") is None) or (
+                name == "broadcast_in_dim" and math.prod(out_shape) == jnp.size(ins[0][0])
+                and list(eqn.params["broadcast_dimensions"]) == sorted(eqn.params["broadcast_dimensions"])):
+            out = ins[0][1]  # the row-major order of the entries is kept: flat positions are too
         elif name == "transpose":
             out = _transpose(ins[0], eqn.params["permutation"])
         elif name == "dot_general" and len(sparse) == 1:

@@ -57,6 +57,7 @@ FUNCTIONS = {
     "transpose": (lambda a, b: jnp.sum(jnp.tanh(a.T) @ b[:3, :2]), (A, B), 0),
     "transpose 3d": (lambda s: jnp.sum(jnp.sin(jnp.transpose(s, (2, 0, 1))) * jnp.arange(24.0).reshape(4, 2, 3)), (T3,), 0),
     "reshape": (lambda a: jnp.sum(jnp.exp(a.reshape(2, 6)) * jnp.arange(12.0).reshape(2, 6)), (A,), 0),
+    "squeeze": (lambda a: jnp.sum(jnp.exp(jnp.squeeze(a[:, None, :], 1)) * jnp.arange(12.0).reshape(3, 4)), (A,), 0),
     "broadcast bias": (lambda a, v: jnp.sum(jnp.tanh(a + v[None, :])), (A, V), 0),
     "broadcast bias moved": (lambda a, v: jnp.sum(jnp.tanh(a + v[None, :])), (A, V), 1),
     "reduce_sum axis 0": (lambda a: jnp.sum(jnp.exp(jnp.sum(a, 0))), (A,), 0),
