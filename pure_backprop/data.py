@@ -161,5 +161,5 @@ def load_mnist(data_dir: str | os.PathLike, download: bool = False, mirror: str 
         splits.append((x, labels.astype(np.int32), image_path, tuple(images.shape[1:])))
     (x_train, y_train, train_path, train_shape), (x_test, y_test, test_path, test_shape) = splits
     if train_shape != test_shape:
-        raise DataError(f"{train_path} and {test_path} have different image sizes ({train_shape} vs {test_shape} pixels)")
+        raise DataError(f"{train_path} and {test_path} have different image sizes ({train_shape} vs {test_shape})")
     return Dataset(x_train, y_train, x_test, y_test, 10, "mnist", train_shape)

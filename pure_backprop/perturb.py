@@ -199,8 +199,8 @@ def _dot_general(eqn, ins, base_out, c):
     s_free = [d for d in range(len(s_shape)) if d not in sc and d not in sb]
     o_free = [d for d in range(len(o_shape)) if d not in oc and d not in ob]
     coords = jnp.unravel_index(rep.idx, s_shape)
-    dtype = jnp.result_type(base_out)  # the change in the product's precision (inputs may be narrower)
-    delta = rep.new.astype(dtype) - jnp.ravel(s_base)[rep.idx].astype(dtype)
+    dtype = jnp.result_type(base_out)
+    delta = _change(s_base, rep, dtype)
     other = jnp.transpose(o_base, tuple(ob) + tuple(oc) + tuple(o_free))
     n_free = math.prod(o_shape[d] for d in o_free)
     if sb or sc:
@@ -220,9 +220,7 @@ def _dot_general(eqn, ins, base_out, c):
     positions = (known[..., None] + offsets[None, None, :]).reshape(c, -1)
     if rep.idx.shape[1] == 1:  # one moved entry: its output positions are distinct, stay sparse
         return Sparse(positions, jnp.ravel(base_out)[positions] + change.reshape(c, -1))
-    flat = jnp.broadcast_to(jnp.ravel(base_out), (c, base_out.size))
-    flat = flat.at[jnp.arange(c)[:, None], positions].add(change.reshape(c, -1))
-    return Dense(flat.reshape((c,) + out_shape))
+    return _added(base_out, c, positions, change.reshape(c, -1))
 
 
 def _reduce_sum(value, axes, base_out, c):
@@ -230,11 +228,21 @@ def _reduce_sum(value, axes, base_out, c):
     shape = jnp.shape(base)
     coords = jnp.unravel_index(rep.idx, shape)
     kept = [d for d in range(len(shape)) if d not in axes]
-    dtype = jnp.result_type(base_out)
-    delta = rep.new.astype(dtype) - jnp.ravel(base)[rep.idx].astype(dtype)
     positions = jnp.ravel_multi_index(tuple(coords[d] for d in kept), tuple(shape[d] for d in kept), mode="clip") if kept else jnp.zeros_like(rep.idx)
-    flat = jnp.broadcast_to(jnp.ravel(base_out), (c, max(1, base_out.size)))
-    flat = flat.at[jnp.arange(c)[:, None], positions].add(delta)
+    return _added(base_out, c, positions, _change(base, rep, jnp.result_type(base_out)))
+
+
+def _change(base, rep, dtype):
+    """How much each moved entry moved, in ``dtype``: the precision of the op's output, which
+    may be wider than its input (a float32 leaf in a float64 product)."""
+    return rep.new.astype(dtype) - jnp.ravel(base)[rep.idx].astype(dtype)
+
+
+def _added(base_out, c, positions, change):
+    """The dense ``(c, *shape)`` value: ``base_out`` with ``change[k]`` added at ``positions[k]``
+    (repeated positions add up)."""
+    flat = jnp.broadcast_to(jnp.ravel(base_out), (c, jnp.size(base_out)))
+    flat = flat.at[jnp.arange(c)[:, None], positions].add(change)
     return Dense(flat.reshape((c,) + jnp.shape(base_out)))
 
 

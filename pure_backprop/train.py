@@ -58,9 +58,9 @@ def make_train_epoch(network: Layer, loss: Loss, optimizer: optax.GradientTransf
         n = x.shape[0]
         if n < batch_size:
             raise ValueError(f"train: batch size {batch_size} exceeds the {n} training samples")
-        key_order, key_augment = jax.random.split(key) if augment is not None else (key, key)
+        key_order, key_augment = jax.random.split(key) if augment is not None else (key, None)
         batches = jax.random.permutation(key_order, n)[: (n // batch_size) * batch_size].reshape(-1, batch_size)
-        keys = jax.random.split(key_augment, batches.shape[0])
+        keys = None if augment is None else jax.random.split(key_augment, batches.shape[0])
 
         def body(carry, batch):
             params, opt_state = carry
