@@ -86,8 +86,6 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "train":
             return train_command(args)
-        from .gradcheck import check_command
-
         return check_command(args)
     except UsageError as e:
         print(f"pure-backprop: error: {e}", file=sys.stderr)
@@ -234,6 +232,35 @@ def _plot(history, path, title):
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=100)
     plt.close(fig)
+
+
+def check_command(args) -> int:
+    """``pure-backprop check``: every registry case at its first shape, one table, exit 1 on failure."""
+    from .gradcheck import check, format_rows
+    from .registry import CASES
+
+    if args.list:
+        for case in CASES:
+            print(f"{case.name:32s} {case.kind}")
+        return 0
+    cases = [c for c in CASES if args.layer in (None, c.name)]
+    if not cases:
+        raise UsageError(f"--layer {args.layer!r} is not a built-in case; see 'pure-backprop check --list'")
+    rows, failed, problems = [], [], []
+    for case in cases:
+        with jax.enable_x64(True):
+            layer, params, x, _ = case.build(jax.random.PRNGKey(args.seed), case.shapes[-1])
+        report = check(layer, params, x, mode=args.mode, seed=args.seed, name=case.name)
+        rows += [(case.name, leaf) for leaf in report.leaves]
+        problems += [f"{case.name}: {p}" for p in report.problems]
+        if not report.ok:
+            failed.append(case.name)
+    print(f"pure-backprop check: mode={args.mode}, float64, seed {args.seed}; oracles: jax.vjp and finite differences")
+    print(format_rows(rows))
+    for p in problems:
+        print("problem:", p)
+    print(f"{len(cases) - len(failed)} passed, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -386,32 +386,3 @@ def compare_with_jax(network: Layer, loss: Loss, params, x, targets) -> float:
             for a, b in zip(jax.tree_util.tree_leaves(hand), jax.tree_util.tree_leaves(oracle))
         ]
     return max(errors, default=0.0)
-
-
-def check_command(args) -> int:
-    """``pure-backprop check``: every registry case at its first shape, one table, exit 1 on failure."""
-    from .cli import UsageError
-    from .registry import CASES
-
-    if args.list:
-        for case in CASES:
-            print(f"{case.name:32s} {case.kind}")
-        return 0
-    cases = [c for c in CASES if args.layer in (None, c.name)]
-    if not cases:
-        raise UsageError(f"--layer {args.layer!r} is not a built-in case; see 'pure-backprop check --list'")
-    rows, failed, problems = [], [], []
-    for case in cases:
-        with jax.enable_x64(True):
-            layer, params, x, _ = case.build(jax.random.PRNGKey(args.seed), case.shapes[-1])
-        report = check(layer, params, x, mode=args.mode, seed=args.seed, name=case.name)
-        rows += [(case.name, leaf) for leaf in report.leaves]
-        problems += [f"{case.name}: {p}" for p in report.problems]
-        if not report.ok:
-            failed.append(case.name)
-    print(f"pure-backprop check: mode={args.mode}, float64, seed {args.seed}; oracles: jax.vjp and finite differences")
-    print(format_rows(rows))
-    for p in problems:
-        print("problem:", p)
-    print(f"{len(cases) - len(failed)} passed, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
-    return 1 if failed else 0
