@@ -236,6 +236,8 @@ def _plot(history, path, title):
 
 def check_command(args) -> int:
     """``pure-backprop check``: every registry case at its first shape, one table, exit 1 on failure."""
+    import jax
+
     from .gradcheck import check, format_rows
     from .registry import CASES
 
