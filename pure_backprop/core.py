@@ -21,6 +21,44 @@ that also needs targets (labels)::
 that everything that checks or composes layers works on losses too.
 ``loss_and_grads(network, loss, params, x, targets)`` runs the whole forward pass and the
 hand-written backward pass and returns ``(loss, grads)``.
+
+State and randomness (chapter 6): ``StatefulLayer``
+---------------------------------------------------
+Batch normalization keeps running averages (state) and dropout draws a mask (randomness).
+They get them through a second protocol, and only they do: a stateless layer stays the
+three functions above, with no argument it does not use. A ``StatefulLayer`` is::
+
+    params, state, out_shape  = layer.init(key, in_shape)
+    y, new_state, residuals   = layer.forward(params, state, x, key, train)
+    grads, dx                 = layer.backward(params, residuals, dy)     # as for Layer
+
+* ``state`` is a pytree parallel to ``params`` (``()`` where a layer keeps none). It never
+  gets a gradient, and it is never mutated: the forward returns the new running averages
+  as new values, which the caller threads into the next call (haiku's
+  ``transform_with_state``: ``apply(params, state, key, x) -> (y, state)``).
+* ``key`` is a ``jax.random`` key or ``None``; a layer that needs one and gets ``None``
+  raises. ``serial`` splits it into one key per layer, ``jax.random.split(key, n)[i]`` for
+  layer ``i``, so each dropout draws its own mask and the same key gives the same masks.
+* ``train`` is a Python ``bool`` fixed at the call (static under ``jit``), never a flag
+  mutated on an object like the book's ``train_flg``: batch statistics and a random mask
+  when ``True``, running averages and the identity when ``False``.
+* ``backward`` is unchanged: everything the mode decided (the mask, the statistics) sits
+  in the residuals, so the backward pass needs neither ``key`` nor ``train``.
+
+Why a second protocol and not extra arguments for everyone (stax gives every
+``apply_fun`` an ``rng``; flax threads ``mutable`` collections): most layers have neither
+state nor randomness, and reading ``relu`` should not mean reading arguments it ignores.
+Why explicit threading and not a mutable ``State`` object (equinox's ``State``, flax NNX's
+``BatchStat``): everything stays a pure function of its arguments, so ``jit``, ``vmap``,
+``lax.scan`` over an epoch and the gradient checker work with no special case, and a
+``vmap`` over trials needs no ``axis_name`` (batch statistics are over the explicit batch
+axis). ``serial`` lifts stateless layers into the protocol (``lift``) only when at least
+one layer needs it, so a network of stateless layers is still a plain ``Layer``.
+``freeze(layer, state, key, train)`` goes the other way: with the state and the key
+fixed, a ``StatefulLayer`` is a ``Layer`` in ``(params, x)``; that is how the gradient
+checker and the registry see batch norm (train mode: the batch statistics depend on
+``x``) and dropout (a fixed key: a fixed mask, so finite differences are meaningful,
+unlike the book's check that drew a new mask at every evaluation).
 """
 
 from __future__ import annotations
@@ -48,25 +86,89 @@ class Loss(NamedTuple):
     backward: Callable[[Any, jax.Array], jax.Array]
 
 
+class StatefulLayer(NamedTuple):
+    """A layer with state and/or randomness: ``init(key, in_shape) -> (params, state, out_shape)``,
+    ``forward(params, state, x, key, train) -> (y, new_state, residuals)``,
+    ``backward(params, residuals, dy) -> (grads, dx)``. See the module docstring."""
+
+    init: Callable[[jax.Array, Any], tuple[Any, Any, Any]]
+    forward: Callable[[Any, Any, Any, Any, bool], tuple[Any, Any, Any]]
+    backward: Callable[[Any, Any, Any], tuple[Any, Any]]
+
+
+def lift(layer: Layer | StatefulLayer) -> StatefulLayer:
+    """A ``Layer`` as a ``StatefulLayer`` with state ``()`` that ignores ``key`` and ``train``;
+    a ``StatefulLayer`` is returned as it is."""
+    if isinstance(layer, StatefulLayer):
+        return layer
+    if not isinstance(layer, Layer):
+        raise TypeError(f"lift: expected a Layer or StatefulLayer, got {type(layer).__name__}")
+
+    def init(key, in_shape):
+        params, out_shape = layer.init(key, in_shape)
+        return params, (), out_shape
+
+    def forward(params, state, x, key, train):
+        del key, train
+        y, residuals = layer.forward(params, x)
+        return y, state, residuals
+
+    return StatefulLayer(init, forward, layer.backward)
+
+
+def freeze(layer: Layer | StatefulLayer, state=(), key=None, train: bool = True) -> Layer:
+    """The ``Layer`` ``(params, x) -> y`` of a ``StatefulLayer`` with ``state``, ``key`` and
+    ``train`` held fixed; the new state is dropped. Its ``init`` returns ``(params, out_shape)``."""
+    if isinstance(layer, Layer):
+        return layer
+    stateful = lift(layer)
+    check_train(train, "freeze")
+
+    def init(k, in_shape):
+        params, _, out_shape = stateful.init(k, in_shape)
+        return params, out_shape
+
+    def forward(params, x):
+        y, _, residuals = stateful.forward(params, state, x, key, train)
+        return y, residuals
+
+    return Layer(init, forward, stateful.backward)
+
+
+def check_train(train, where: str):
+    """``train`` decides the program's shape, so it must be a Python bool, not an array."""
+    if not isinstance(train, bool):
+        raise TypeError(
+            f"{where}: train must be a Python bool (True for batch statistics and dropout, False for "
+            f"inference), got {type(train).__name__}; under jax.jit mark it static"
+        )
+
+
 def no_params(key, in_shape):
     """``init`` of a parameter-free, shape-preserving layer."""
     del key
     return (), in_shape
 
 
-def serial(*layers: Layer) -> Layer:
+def serial(*layers: Layer | StatefulLayer) -> Layer | StatefulLayer:
     """Compose layers in order: the network is itself a ``Layer``.
 
     forward:  ``x_{i+1} = layer_i.forward(params[i], x_i)``, residuals kept per layer.
     backward: the chain rule, ``(grads[i], dx_i) = layer_i.backward(params[i], r_i, dx_{i+1})``
     run from the last layer to the first; ``grads`` is a tuple with one entry per layer.
     Shape errors raised inside a layer are re-raised naming its position in the network.
+
+    If any layer is a ``StatefulLayer``, every layer is lifted (``lift``) and the network is
+    a ``StatefulLayer`` whose ``state`` is a tuple with one entry per layer and whose ``key``
+    is split into one key per layer (``jax.random.split(key, len(layers))[i]``).
     """
     if not layers:
         raise ValueError("serial: needs at least one layer, got none")
     for i, layer in enumerate(layers):
-        if not isinstance(layer, Layer):
-            raise TypeError(f"serial: argument {i} is a {type(layer).__name__}, not a Layer")
+        if not isinstance(layer, (Layer, StatefulLayer)):
+            raise TypeError(f"serial: argument {i} is a {type(layer).__name__}, not a Layer or StatefulLayer")
+    if any(isinstance(layer, StatefulLayer) for layer in layers):
+        return _serial_stateful(tuple(lift(layer) for layer in layers))
 
     def init(key, in_shape):
         params, shape = [], in_shape
@@ -77,7 +179,7 @@ def serial(*layers: Layer) -> Layer:
         return tuple(params), shape
 
     def forward(params, x):
-        _check_params_length(params, len(layers))
+        _check_length("params", params, len(layers))
         residuals = []
         for i, (layer, p) in enumerate(zip(layers, params)):
             with _located(i):
@@ -85,15 +187,45 @@ def serial(*layers: Layer) -> Layer:
             residuals.append(r)
         return x, tuple(residuals)
 
+    return Layer(init, forward, _serial_backward(layers))
+
+
+def _serial_backward(layers):
     def backward(params, residuals, dy):
-        _check_params_length(params, len(layers))
+        _check_length("params", params, len(layers))
         grads = [None] * len(layers)
         for i in reversed(range(len(layers))):
             with _located(i):
                 grads[i], dy = layers[i].backward(params[i], residuals[i], dy)
         return tuple(grads), dy
 
-    return Layer(init, forward, backward)
+    return backward
+
+
+def _serial_stateful(layers: tuple[StatefulLayer, ...]) -> StatefulLayer:
+    def init(key, in_shape):
+        params, state, shape = [], [], in_shape
+        for i, (layer, k) in enumerate(zip(layers, jax.random.split(key, len(layers)))):
+            with _located(i):
+                p, s, shape = layer.init(k, shape)
+            params.append(p)
+            state.append(s)
+        return tuple(params), tuple(state), shape
+
+    def forward(params, state, x, key, train):
+        _check_length("params", params, len(layers))
+        _check_length("state", state, len(layers))
+        check_train(train, "serial")
+        keys = [None] * len(layers) if key is None else list(jax.random.split(key, len(layers)))
+        residuals, new_state = [], []
+        for i, (layer, p, s, k) in enumerate(zip(layers, params, state, keys)):
+            with _located(i):
+                x, s, r = layer.forward(p, s, x, k, train)
+            residuals.append(r)
+            new_state.append(s)
+        return x, tuple(new_state), tuple(residuals)
+
+    return StatefulLayer(init, forward, _serial_backward(layers))
 
 
 class _located:
@@ -111,10 +243,10 @@ class _located:
         return False
 
 
-def _check_params_length(params, n):
-    if not isinstance(params, (tuple, list)) or len(params) != n:
-        got = len(params) if isinstance(params, (tuple, list)) else type(params).__name__
-        raise ValueError(f"serial: params must be a tuple of {n} entries, one per layer, got {got}")
+def _check_length(name, value, n):
+    if not isinstance(value, (tuple, list)) or len(value) != n:
+        got = len(value) if isinstance(value, (tuple, list)) else type(value).__name__
+        raise ValueError(f"serial: {name} must be a tuple of {n} entries, one per layer, got {got}")
 
 
 def with_targets(loss: Loss, targets) -> Layer:
@@ -138,21 +270,53 @@ def with_targets(loss: Loss, targets) -> Layer:
     return Layer(init, forward, backward)
 
 
-def loss_and_grads(network: Layer, loss: Loss, params, x, targets):
+def loss_and_grads(network: Layer, loss: Loss, params, x, targets, weight_decay: float = 0.0):
     """Forward through ``network`` and ``loss``, then backward by hand from ``dloss = 1``.
 
     Returns ``(loss_value, grads)``, with ``grads`` shaped like ``params``. This is the
-    hand-written replacement of ``jax.value_and_grad(lambda p: ...)(params)``.
+    hand-written replacement of ``jax.value_and_grad(lambda p: ...)(params)``. With
+    ``weight_decay = lambda > 0`` the loss gains ``0.5 * lambda * sum(W**2)`` over the weight
+    matrices and their gradients ``lambda * W`` (``pure_backprop.layers.weight_decay``).
     """
     scores, residuals = network.forward(params, x)
     value, loss_residuals = loss.forward(scores, targets)
     dscores = loss.backward(loss_residuals, jnp.ones_like(value))
     grads, _ = network.backward(params, residuals, dscores)
-    return value, grads
+    return _decayed(value, grads, params, weight_decay)
 
 
-def predict(network: Layer, params, x):
-    """The network's output alone, without residuals."""
+def loss_and_grads_with_state(network: Layer | StatefulLayer, loss: Loss, params, state, x, targets,
+                              key=None, train: bool = True, weight_decay: float = 0.0):
+    """``loss_and_grads`` for a ``StatefulLayer``: returns ``(loss_value, grads, new_state)``.
+
+    ``train=True`` (the default here: gradients are for training) uses batch statistics and
+    draws dropout masks from ``key``; the running averages come back in ``new_state``.
+    """
+    stateful = lift(network)
+    scores, new_state, residuals = stateful.forward(params, state, x, key, train)
+    value, loss_residuals = loss.forward(scores, targets)
+    dscores = loss.backward(loss_residuals, jnp.ones_like(value))
+    grads, _ = stateful.backward(params, residuals, dscores)
+    value, grads = _decayed(value, grads, params, weight_decay)
+    return value, grads, new_state
+
+
+def _decayed(value, grads, params, weight_decay):
+    if isinstance(weight_decay, (int, float)) and weight_decay == 0:
+        return value, grads
+    from .layers.weight_decay import penalty, penalty_grads
+
+    decay = jax.tree_util.tree_map(jnp.add, grads, penalty_grads(params, weight_decay))
+    return value + penalty(params, weight_decay), decay
+
+
+def predict(network: Layer | StatefulLayer, params, x, state=None):
+    """The network's output alone, without residuals; a ``StatefulLayer`` runs in inference
+    mode (``train=False``: running averages, no dropout) with its ``state``."""
+    if isinstance(network, StatefulLayer):
+        if state is None:
+            raise ValueError("predict: a StatefulLayer needs its state (the running averages), got None")
+        return network.forward(params, state, x, None, False)[0]
     return network.forward(params, x)[0]
 
 

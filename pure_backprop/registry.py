@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from . import graphs, nodes
-from .core import Layer, serial, with_targets
-from .layers import affine, mse, relu, sigmoid, softmax_cross_entropy, tanh
+from .core import Layer, freeze, serial, with_targets
+from .layers import affine, batch_norm, dropout, mse, relu, sigmoid, softmax_cross_entropy, tanh, with_weight_decay
 from .network import mlp
 
 
@@ -102,6 +102,43 @@ def _network(hidden, activation, classes=4, draw=normal):
     return build
 
 
+DROP_RATE, DROPOUT_KEY, WEIGHT_DECAY = 0.3, jax.random.PRNGKey(42), 0.1
+
+
+def batch_norm_state(features):
+    """Running averages away from the initial (0, 1), so eval mode is tested off its start."""
+    return {"mean": jnp.linspace(-0.5, 0.5, features), "var": jnp.linspace(0.5, 2.0, features)}
+
+
+def _batch_norm(train):
+    def build(key, shape):
+        k_init, k_x = jax.random.split(key)
+        layer = batch_norm()
+        params, _, _ = layer.init(k_init, shape)
+        return freeze(layer, batch_norm_state(shape[1]), None, train), _jitter(k_init, params), normal(k_x, shape), None
+
+    return build
+
+
+def _weight_decay(key, shape):
+    """``affine(3) -> mse`` plus ``0.5 * lambda * sum(W**2)``: the penalty and its gradient ``lambda * W``."""
+    k_init, k_x, k_t = jax.random.split(key, 3)
+    net = affine(3)
+    params = _jitter(k_init, net.init(k_init, shape)[0])
+    t = normal(k_t, (shape[0], 3))
+    return with_weight_decay(serial(net, with_targets(mse, t)), WEIGHT_DECAY), (params, ()), normal(k_x, shape), t
+
+
+def _mlp_extend(key, shape, classes=4):
+    """Three hidden ReLU layers, each with batch norm and dropout, the loss and weight decay."""
+    k_init, k_x, k_t = jax.random.split(key, 3)
+    net = mlp((6, 5, 4), classes, "relu", batchnorm=True, drop_rate=DROP_RATE)
+    params, state, _ = net.init(k_init, shape)
+    t = labels(k_t, (shape[0], classes))
+    layer = serial(freeze(net, state, DROPOUT_KEY, True), with_targets(softmax_cross_entropy, t))
+    return with_weight_decay(layer, WEIGHT_DECAY), (_jitter(k_init, params), ()), normal(k_x, shape), t
+
+
 CASES: tuple[Case, ...] = (
     # computational-graph nodes
     Case("add", "node", _pair(nodes.add, lambda s: s), ((3,), (4, 5))),
@@ -133,6 +170,15 @@ CASES: tuple[Case, ...] = (
     Case("mlp_sigmoid", "network", _network((6, 5, 4), "sigmoid"), ((3, 7),)),
     Case("mlp_tanh", "network", _network((6, 5, 4), "tanh"), ((3, 7),)),
     Case("two_layer_net", "network", _network((50,), "relu", classes=10), ((8, 64),)),
+    # chapter 6: batch norm (train mode: the statistics depend on x; batches of several samples),
+    # dropout with its key held fixed, the weight-decay penalty, and MultiLayerNetExtend with all three
+    Case("batch_norm_train", "layer", _batch_norm(True), ((4, 3), (6, 5), (3, 2, 3, 4))),
+    Case("batch_norm_eval", "layer", _batch_norm(False), ((4, 3), (3, 2, 3, 4))),
+    Case("dropout", "layer", lambda k, s: (freeze(dropout(DROP_RATE), (), DROPOUT_KEY, True), (), normal(k, s), None),
+         ((4, 5), (2, 3, 4, 4))),
+    Case("dropout_eval", "layer", _unary(freeze(dropout(DROP_RATE), (), None, False)), ((4, 5),)),
+    Case("weight_decay", "loss", _weight_decay, ((5, 4),)),
+    Case("mlp_extend", "network", _mlp_extend, ((6, 7),)),
 )
 
 BY_NAME = {case.name: case for case in CASES}

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 import reference as ref
+import reference.regularization as ref6
 from pure_backprop import gradcheck
-from pure_backprop.registry import CASES
+from pure_backprop.registry import CASES, DROP_RATE, DROPOUT_KEY, WEIGHT_DECAY, batch_norm_state
 
 
 def _mlp_reference(activation):
@@ -38,6 +39,18 @@ def _softmax_ce_graph(params, x, targets):
     return ref.softmax_cross_entropy(x, targets)
 
 
+def _batch_norm_eval(params, x, targets):
+    return ref6.batch_norm_eval(batch_norm_state(x.shape[1]))(params, x)
+
+
+def _weight_decay(params, x, targets):
+    return ref.mse(ref.affine(params[0], x), targets) + ref6.weight_decay_penalty(params, WEIGHT_DECAY)
+
+
+def _mlp_extend(params, x, targets):
+    return ref6.mlp_extend(params[0], x, targets, ref.relu, True, DROP_RATE, DROPOUT_KEY, WEIGHT_DECAY)
+
+
 REFERENCES = {
     "add": _plain(ref.add), "multiply": _plain(ref.multiply), "multiply_broadcast": _plain(ref.multiply),
     "matmul": _plain(ref.matmul), "bias_add": _plain(ref.bias_add), "negate": _plain(ref.negate),
@@ -50,6 +63,9 @@ REFERENCES = {
     "softmax_cross_entropy_soft": _loss(ref.softmax_cross_entropy), "mse": _loss(ref.mse),
     "mlp_relu": _mlp_reference(ref.relu), "mlp_sigmoid": _mlp_reference(ref.sigmoid),
     "mlp_tanh": _mlp_reference(ref.tanh), "two_layer_net": _mlp_reference(ref.relu),
+    "batch_norm_train": _plain(ref6.batch_norm_train), "batch_norm_eval": _batch_norm_eval,
+    "dropout": _plain(ref6.dropout(DROP_RATE, DROPOUT_KEY)), "dropout_eval": _plain(lambda params, x: x),
+    "weight_decay": _weight_decay, "mlp_extend": _mlp_extend,
 }
 
 PARAMS = [pytest.param(case, shape, id=f"{case.name}-{'x'.join(map(str, shape))}") for case in CASES for shape in case.shapes]
