@@ -1,7 +1,10 @@
 """The command line: ``pure-backprop train`` and ``pure-backprop check``.
 
+The CLI only parses options, loads data and writes files; the training loop is
+``pure_backprop.train.fit`` and the checker ``pure_backprop.gradcheck``.
 Every user mistake (a bad option, a missing data folder, an unwritable output folder)
-ends with one line on stderr and exit code 2, never a traceback.
+ends with one line on stderr and exit code 2, never a traceback. Ctrl-C ends with exit
+130 and a list of the files actually written; a diverging run stops with exit 1.
 """
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -27,17 +32,24 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive(kind):
+def _number(kind, low, what, high=None, low_open=True):
+    """A parser of finite numbers in ``(low, high)`` (``[low, ...)`` when ``low_open`` is False)."""
+
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        above = value > low if low_open else value >= low
+        if not (above and math.isfinite(value) and (high is None or value < high)):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
 
     return parse
+
+
+def _positive(kind):
+    return _number(kind, 0, f"a positive finite {kind.__name__}")
 
 
 def _widths(text):
@@ -50,6 +62,11 @@ def _widths(text):
     return widths
 
 
+_SEED = _number(int, 0, "an int in [0, 2**32)", high=2**32, low_open=False)
+_FRACTION = _number(float, 0, "a number in [0, 1)", high=1, low_open=False)
+_NON_NEGATIVE = _number(float, 0, "a finite number >= 0", low_open=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train import OPTIMIZERS
 
@@ -58,25 +75,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = commands.add_parser("train", help="train a multi-layer perceptron with the hand-written gradients")
     t.add_argument("--dataset", choices=["digits", "mnist"], default="digits")
-    t.add_argument("--data-dir", default="data/mnist", help="folder of the four MNIST IDX files")
+    t.add_argument("--data-dir", default=None, help="folder of the four MNIST IDX files (default data/mnist)")
     t.add_argument("--download", action="store_true", help="fetch missing MNIST files from --mirror")
     t.add_argument("--mirror", default=None, help="base URL of the MNIST files (default: the standard mirror)")
     t.add_argument("--hidden", type=_widths, default=(50,), help="hidden widths, e.g. 100,50 (default 50)")
     t.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], default="relu")
+    t.add_argument("--init", choices=["he", "xavier", "book"], default=None,
+                   help="weight init: he (default for relu), xavier (default for sigmoid/tanh), book (std 0.01)")
+    t.add_argument("--batchnorm", action="store_true", help="batch normalization after each hidden affine layer")
+    t.add_argument("--dropout", type=_FRACTION, default=0.0, metavar="RATE",
+                   help="dropout after each hidden activation, dropping with probability RATE (default 0)")
+    t.add_argument("--weight-decay", type=_NON_NEGATIVE, default=0.0, metavar="LAMBDA",
+                   help="L2 penalty 0.5*LAMBDA*sum(W**2) on the weights (default 0)")
+    t.add_argument("--validation", type=_FRACTION, default=0.2, metavar="FRACTION",
+                   help="fraction of the training data held out for validation (default 0.2; 0 trains on all)")
     t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd")
     t.add_argument("--lr", type=_positive(float), default=0.1)
     t.add_argument("--batch-size", type=_positive(int), default=100)
     t.add_argument("--epochs", type=_positive(int), default=1000)
     t.add_argument("--augment", choices=["affine", "none"], default="affine",
                    help="random affine warps of half of each training batch (default affine)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_SEED, default=0, help="the splits, the initialisation and the shuffling")
     t.add_argument("--out", default=None, help="run folder (default runs/<timestamp>)")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     c = commands.add_parser("check", help="check every built-in backward pass against jax.vjp and finite differences")
     c.add_argument("--layer", default=None, help="check only this node, layer or network (see --list)")
     c.add_argument("--mode", choices=["fast", "full"], default="fast")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=_SEED, default=0)
     c.add_argument("--list", action="store_true", help="list the names that --layer accepts")
     return parser
 
@@ -95,17 +121,23 @@ def main(argv=None) -> int:
         return 130
 
 
-def _prepare_out(out: str | None) -> Path:
+# --- train ---------------------------------------------------------------------------------
+
+
+def _prepare_out(out: str | None) -> tuple[Path, bool]:
+    """Check that the run folder can be written; returns it and whether this call created it
+    (so that a run that writes nothing removes it again)."""
     path = Path(out) if out else Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     if (path / "metrics.json").exists():
         raise UsageError(f"--out {path} already holds a run (metrics.json); choose another folder")
+    created = not path.exists()
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
         raise UsageError(f"cannot write to output folder {path}: {e.strerror or e}") from None
-    return path
+    return path, created
 
 
 def _write_atomic(path: Path, write):
@@ -123,19 +155,86 @@ def _write_atomic(path: Path, write):
 def _load(args):
     from . import data
 
+    if args.dataset == "digits":
+        for flag, value in (("--data-dir", args.data_dir), ("--mirror", args.mirror), ("--download", args.download)):
+            if value:
+                raise UsageError(f"{flag} applies to --dataset mnist only; the digits come with scikit-learn")
+    elif args.mirror and not args.download:
+        raise UsageError("--mirror applies only with --download")
     try:
         if args.dataset == "digits":
-            return data.load_digits(seed=args.seed)
-        return data.load_mnist(args.data_dir, download=args.download, mirror=args.mirror or data.MNIST_MIRROR)
+            dataset = data.load_digits(seed=args.seed)
+        else:
+            dataset = data.load_mnist(args.data_dir or "data/mnist", download=args.download,
+                                      mirror=args.mirror or data.MNIST_MIRROR)
+        return data.split_validation(dataset, args.validation, seed=args.seed)
     except data.DataError as e:
         raise UsageError(str(e)) from None
 
 
+class _StopRequest:
+    """SIGINT sets a flag instead of raising inside JAX's compiler or runtime (where a
+    ``KeyboardInterrupt`` can crash the process); the training loop polls it between
+    compiled calls. Every Ctrl-C, the first or a later one, ends the same clean way."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self):
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+        return False
+
+    def _handle(self, signum, frame):
+        if not self.requested:
+            print("\npure-backprop: interrupted; stopping after the epochs now running", file=sys.stderr, flush=True)
+        self.requested = True
+
+    def check(self):
+        if self.requested:
+            raise KeyboardInterrupt
+
+
+def _finite_or_none(value):
+    """Strict JSON has no NaN or Infinity: non-finite floats become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
 def train_command(args) -> int:
-    out = _prepare_out(args.out)
+    out, created = _prepare_out(args.out)
+    written: list[Path] = []
+    try:
+        with _StopRequest() as stop:
+            code = _train(args, out, stop, written)
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        if created and not written:
+            try:
+                out.rmdir()  # leave no empty run folder behind
+            except OSError:
+                pass
+    if code == 130:
+        what = ", ".join(str(p) for p in written) if written else "nothing (no epoch had finished)"
+        print(f"pure-backprop: interrupted; wrote {what}", file=sys.stderr)
+    return code
+
+
+def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
     dataset = _load(args)
     if args.batch_size > len(dataset.x_train):
         raise UsageError(f"--batch-size {args.batch_size} exceeds the {len(dataset.x_train)} training samples")
+    stop.check()
 
     import jax
     import jax.numpy as jnp
@@ -143,69 +242,93 @@ def train_command(args) -> int:
     from tqdm import tqdm
 
     from .augment import Affine, affine_augmenter
+    from .core import freeze, lift
     from .gradcheck import compare_with_jax
     from .layers import softmax_cross_entropy
-    from .network import mlp
-    from .train import OPTIMIZERS, make_evaluate, make_train_epoch
+    from .network import DEFAULT_INIT, mlp
+    from .train import OPTIMIZERS, as_numpy_tree, fit
 
     start = time.perf_counter()
-    network = mlp(args.hidden, dataset.num_classes, args.activation)
-    key_init, key_shuffle = jax.random.split(jax.random.PRNGKey(args.seed))
-    params, _ = network.init(key_init, (-1,) + dataset.x_train.shape[1:])
+    network = mlp(args.hidden, dataset.num_classes, args.activation, init=args.init, batchnorm=args.batchnorm,
+                  drop_rate=args.dropout)
+    key_init, key_check, key_train = jax.random.split(jax.random.PRNGKey(args.seed), 3)
+    params, state, _ = lift(network).init(key_init, (-1,) + dataset.x_train.shape[1:])
 
     batch = (dataset.x_train[: args.batch_size], dataset.y_train[: args.batch_size])
-    grad_error = compare_with_jax(network, softmax_cross_entropy, params, *batch)
-    print(f"gradient check (float64, one batch of {len(batch[0])}): hand vs jax.grad max relative error {grad_error:.2e}")
+    grad_error = compare_with_jax(freeze(network, state, key_check, True), softmax_cross_entropy, params, *batch)
+    print(f"gradient check (float64, one batch of {len(batch[0])}, train mode): "
+          f"hand vs jax.grad max relative error {grad_error:.2e}", flush=True)
+    stop.check()
 
     optimizer = OPTIMIZERS[args.optimizer](args.lr)
-    opt_state = optimizer.init(params)
     augment = Affine() if args.augment == "affine" else None
-    epoch = make_train_epoch(network, softmax_cross_entropy, optimizer, args.batch_size,
-                             augment=augment and affine_augmenter(dataset.image_shape, augment))
-    evaluate = make_evaluate(network, softmax_cross_entropy, max(args.batch_size, 500))
-    x_train, y_train, x_test, y_test = (jnp.asarray(a) for a in dataset[:4])
+    splits = {"train": (dataset.x_train, dataset.y_train)}
+    if dataset.x_val is not None:
+        splits["val"] = (dataset.x_val, dataset.y_val)
+    splits["test"] = (dataset.x_test, dataset.y_test)
+    splits = {k: (jnp.asarray(x), jnp.asarray(y)) for k, (x, y) in splits.items()}
 
-    history = []
-    bar = tqdm(range(1, args.epochs + 1), desc="train", unit="epoch", disable=args.no_progress, file=sys.stderr)
-    interrupted = False
-    try:
-        for n in bar:
-            key_shuffle, key = jax.random.split(key_shuffle)
-            params, opt_state, losses = epoch(params, opt_state, key, x_train, y_train)
-            train_loss, train_acc = (float(v) for v in evaluate(params, x_train, y_train))
-            test_loss, test_acc = (float(v) for v in evaluate(params, x_test, y_test))
-            history.append({"epoch": n, "batch_loss": float(jnp.mean(losses)), "train_loss": train_loss,
-                            "train_accuracy": train_acc, "test_loss": test_loss, "test_accuracy": test_acc})
-            bar.set_postfix(loss=f"{train_loss:.4f}", train_acc=f"{train_acc:.4f}", test_acc=f"{test_acc:.4f}")
-    except KeyboardInterrupt:
-        interrupted = True  # keep what was trained: write the run below, then report
+    bar = tqdm(total=args.epochs, desc="train", unit="epoch", disable=args.no_progress, file=sys.stderr)
+
+    def progress(records):
+        bar.update(len(records))
+        if records:
+            last = records[-1]
+            bar.set_postfix({k.replace("_accuracy", "_acc"): f"{last[k]:.4f}" for k in last if k.endswith("accuracy")})
+
+    result = fit(network, softmax_cross_entropy, optimizer, params, *splits["train"], epochs=args.epochs,
+                 batch_size=args.batch_size, key=key_train, state=state, evaluate_on=splits,
+                 augment=augment and affine_augmenter(dataset.image_shape, augment), weight_decay=args.weight_decay,
+                 eval_batch_size=max(args.batch_size, 500), on_epochs=progress, should_stop=lambda: stop.requested)
     bar.close()
+    history = result.history
+    interrupted = result.interrupted or stop.requested
+    if not history:
+        if result.diverged_epoch is not None:
+            print("pure-backprop: error: training diverged in epoch 1 (a non-finite loss or parameter); "
+                  "nothing written; try a smaller --lr", file=sys.stderr)
+            return 1
+        return 130
 
-    last = history[-1] if history else {"train_accuracy": None, "test_accuracy": None}
+    last = history[-1]
+    init = args.init or DEFAULT_INIT[args.activation]
     metrics = {
-        "dataset": dataset.name, "hidden": list(args.hidden), "activation": args.activation,
+        "dataset": dataset.name, "hidden": list(args.hidden), "activation": args.activation, "init": init,
+        "batchnorm": args.batchnorm, "dropout": args.dropout, "weight_decay": args.weight_decay,
         "optimizer": args.optimizer, "lr": args.lr, "batch_size": args.batch_size,
         "augment": augment._asdict() if augment else None,
+        "train_samples": len(dataset.x_train),
+        "validation_samples": 0 if dataset.x_val is None else len(dataset.x_val),
+        "test_samples": len(dataset.x_test),
         "epochs": len(history), "epochs_requested": args.epochs, "seed": args.seed, "interrupted": interrupted,
-        "train_accuracy": last["train_accuracy"], "test_accuracy": last["test_accuracy"],
+        "diverged_epoch": result.diverged_epoch,
+        "train_accuracy": last["train_accuracy"], "val_accuracy": last.get("val_accuracy"),
+        "test_accuracy": last["test_accuracy"],
         "grad_check_max_rel_error": grad_error, "seconds": time.perf_counter() - start,
         "jax_version": jax.__version__, "history": history,
     }
-    flat = {f"layer{i}/{k}": np.asarray(v) for i, p in enumerate(params) if p for k, v in p.items()}
-    _write_atomic(out / "params.npz", lambda tmp: np.savez(open(tmp, "wb"), **flat))
-    if history:
-        title = (f"{dataset.name}: hidden {list(args.hidden)} {args.activation}, {args.optimizer} lr {args.lr}, "
-                 f"batch {args.batch_size}, augment {args.augment}")
-        _write_atomic(out / "curves.png", lambda tmp: _plot(history, tmp, title))
-    _write_atomic(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
-    if history:
-        print(f"train accuracy {last['train_accuracy']:.4f}  test accuracy {last['test_accuracy']:.4f}  "
-              f"({metrics['seconds']:.1f} s)")
-    print(f"wrote {out}/metrics.json, {out}/curves.png, {out}/params.npz")
-    if interrupted:
-        print("pure-backprop: interrupted; the run folder holds the epochs finished so far", file=sys.stderr)
-        return 130
-    return 0
+    arrays = {**as_numpy_tree(result.params, "params"), **as_numpy_tree(result.state, "state")}
+    _write_atomic(out / "params.npz", lambda tmp: np.savez(open(tmp, "wb"), **arrays))
+    written.append(out / "params.npz")
+    title = (f"{dataset.name}: hidden {list(args.hidden)} {args.activation}, init {init}"
+             f"{', batchnorm' if args.batchnorm else ''}{f', dropout {args.dropout}' if args.dropout else ''}"
+             f"{f', weight decay {args.weight_decay}' if args.weight_decay else ''}\n{args.optimizer} lr {args.lr}, "
+             f"batch {args.batch_size}, augment {args.augment}")
+    _write_atomic(out / "curves.png", lambda tmp: _plot(history, tmp, title))
+    written.append(out / "curves.png")
+    text = json.dumps(_finite_or_none(metrics), indent=2, allow_nan=False)
+    _write_atomic(out / "metrics.json", lambda tmp: Path(tmp).write_text(text))
+    written.append(out / "metrics.json")
+    val = f"  val accuracy {last['val_accuracy']:.4f}" if "val_accuracy" in last else ""
+    print(f"train accuracy {last['train_accuracy']:.4f}{val}  test accuracy {last['test_accuracy']:.4f}  "
+          f"({metrics['seconds']:.1f} s)")
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    if result.diverged_epoch is not None:
+        print(f"pure-backprop: error: training diverged in epoch {result.diverged_epoch} (a non-finite loss or "
+              f"parameter); kept the parameters of epoch {result.diverged_epoch - 1}; try a smaller --lr",
+              file=sys.stderr)
+        return 1
+    return 130 if interrupted else 0
 
 
 def _plot(history, path, title):
@@ -214,28 +337,32 @@ def _plot(history, path, title):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    splits = [s for s in ("train", "val", "test") if f"{s}_accuracy" in history[0]]
     epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], label="train")
-    ax_loss.plot(epochs, [h["test_loss"] for h in history], label="test")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log", title="loss")
-    for split in ("train", "test"):
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4.4))
+    for split in splits:
+        ax_loss.plot(epochs, [h[f"{split}_loss"] for h in history], label=split)
         values = [h[f"{split}_accuracy"] for h in history]
         ax_acc.plot(epochs, values, label=f"{split} (last {values[-1]:.4f})")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log", title="loss")
     # zoom on where the accuracies settle: the first tenth of the epochs may run off the bottom
-    settled = [h[k] for h in history[len(history) // 10:] for k in ("train_accuracy", "test_accuracy")]
+    settled = [h[f"{s}_accuracy"] for h in history[len(history) // 10:] for s in splits]
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(max(0.0, min(settled) - 0.01), 1.0025))
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(title)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=100)
     plt.close(fig)
 
 
+# --- check ---------------------------------------------------------------------------------
+
+
 def check_command(args) -> int:
-    """``pure-backprop check``: every registry case at its first shape, one table, exit 1 on failure."""
+    """``pure-backprop check``: every registry case at its largest shape, a progress line per
+    case on stderr, then one table; exit 1 on failure."""
     import jax
 
     from .gradcheck import check, format_rows
@@ -249,7 +376,8 @@ def check_command(args) -> int:
     if not cases:
         raise UsageError(f"--layer {args.layer!r} is not a built-in case; see 'pure-backprop check --list'")
     rows, failed, problems = [], [], []
-    for case in cases:
+    for i, case in enumerate(cases, 1):
+        start = time.perf_counter()
         with jax.enable_x64(True):
             layer, params, x, _ = case.build(jax.random.PRNGKey(args.seed), case.shapes[-1])
         report = check(layer, params, x, mode=args.mode, seed=args.seed, name=case.name)
@@ -257,6 +385,8 @@ def check_command(args) -> int:
         problems += [f"{case.name}: {p}" for p in report.problems]
         if not report.ok:
             failed.append(case.name)
+        print(f"[{i}/{len(cases)}] {case.name}: {'ok' if report.ok else 'FAILED'} ({time.perf_counter() - start:.1f} s)",
+              file=sys.stderr, flush=True)
     print(f"pure-backprop check: mode={args.mode}, float64, seed {args.seed}; oracles: jax.vjp and finite differences")
     print(format_rows(rows))
     for p in problems:

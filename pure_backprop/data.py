@@ -40,6 +40,30 @@ class Dataset(NamedTuple):
     num_classes: int
     name: str
     image_shape: tuple[int, int]  # (rows, cols) of one image before flattening
+    x_val: np.ndarray | None = None  # held out from the training data by ``split_validation``
+    y_val: np.ndarray | None = None
+
+
+def split_validation(dataset: Dataset, fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """Hold out ``fraction`` of the training data as a validation split (stratified, seeded),
+    as the book's ``hyperparameter_optimization.py`` does with 20 %: choices are made on the
+    validation accuracy and the test set is only reported. ``fraction=0`` keeps every
+    training sample for training and no validation split."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise ValueError(f"split_validation: fraction must be in [0, 1), got {fraction!r}")
+    if fraction == 0:
+        return dataset._replace(x_val=None, y_val=None)
+    from sklearn.model_selection import train_test_split
+
+    n = len(dataset.x_train)
+    held = int(round(fraction * n))
+    classes = len(np.unique(dataset.y_train))
+    if held < classes or n - held < classes:
+        raise DataError(f"a validation fraction of {fraction} of {n} training samples leaves {held} for validation "
+                        f"and {n - held} for training; each needs at least one sample of each of {classes} classes")
+    x_train, x_val, y_train, y_val = train_test_split(
+        dataset.x_train, dataset.y_train, test_size=held, stratify=dataset.y_train, random_state=seed)
+    return dataset._replace(x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val)
 
 
 def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:

@@ -1,19 +1,39 @@
-"""Training with the hand-written gradients: a jit-compiled step, an epoch as one
-compiled ``lax.scan`` over shuffled batches, and batched evaluation over every sample.
+"""Training with the hand-written gradients: a jit-compiled step, an epoch as one compiled
+``lax.scan`` over shuffled batches, batched evaluation over every sample, and ``fit``, the
+whole training loop (epochs, evaluation, history, stop on divergence or interrupt) that
+the command line runs.
 
-Any ``optax.GradientTransformation`` drives the update; the gradients come from
-``loss_and_grads`` (the hand-written backward), never from ``jax.grad``.
+Any ``optax.GradientTransformation`` drives the update; the gradients come from the
+hand-written backward (``loss_and_grads``), never from ``jax.grad``.
+
+Two call signatures, one implementation. A plain ``Layer`` keeps the short ones::
+
+    step(params, opt_state, batch)             -> (params, opt_state, loss)
+    epoch(params, opt_state, key, x, targets)  -> (params, opt_state, losses)
+    evaluate(params, x, labels)                -> (mean loss, accuracy)
+
+A ``StatefulLayer`` (batch norm, dropout) threads its state and keys through::
+
+    step(params, state, opt_state, key, batch)        -> (params, state, opt_state, loss)
+    epoch(params, state, opt_state, key, x, targets)  -> (params, state, opt_state, losses)
+    evaluate(params, state, x, labels)                -> (mean loss, accuracy)
+
+Steps run in train mode (batch statistics, dropout masks drawn from ``key``, new running
+averages out); evaluation runs in inference mode (running averages, no dropout). Internally
+a plain ``Layer`` is lifted to a ``StatefulLayer`` with state ``()``.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import math
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from .core import Layer, Loss, loss_and_grads
+from .core import Layer, Loss, StatefulLayer, lift, loss_and_grads_with_state
 
 OPTIMIZERS: dict[str, Callable[[float], optax.GradientTransformation]] = {
     "sgd": lambda lr: optax.sgd(lr),
@@ -25,64 +45,119 @@ OPTIMIZERS: dict[str, Callable[[float], optax.GradientTransformation]] = {
 }
 
 
-def make_step(network: Layer, loss: Loss, optimizer: optax.GradientTransformation):
-    """The un-jitted step ``(params, opt_state, batch) -> (params, opt_state, loss)``."""
+def _check_network(where, network):
+    if not isinstance(network, (Layer, StatefulLayer)):
+        raise TypeError(f"{where}: network must be a Layer or StatefulLayer, got {type(network).__name__}")
 
-    def step(params, opt_state, batch):
+
+def _check_batch_size(where, batch_size):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"{where}: batch_size must be a positive int, got {batch_size!r}")
+
+
+def _check_data(where, x, targets, batch_size=None):
+    """Same number of samples, at least one, and (for training) at least one whole batch."""
+    n, m = jnp.shape(x)[0] if jnp.ndim(x) else None, jnp.shape(targets)[0] if jnp.ndim(targets) else None
+    if n is None or m is None:
+        raise ValueError(f"{where}: x and targets need a leading sample axis, got shapes {jnp.shape(x)} and {jnp.shape(targets)}")
+    if n != m:
+        raise ValueError(f"{where}: x holds {n} samples but targets hold {m}; they must match one to one")
+    if n == 0:
+        raise ValueError(f"{where}: x holds no samples (shape {jnp.shape(x)})")
+    if batch_size is not None and n < batch_size:
+        raise ValueError(f"{where}: batch_size {batch_size} exceeds the {n} training samples")
+
+
+def make_step(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.GradientTransformation,
+              weight_decay: float = 0.0):
+    """The un-jitted stateful step ``(params, state, opt_state, key, batch) -> (params, state, opt_state, loss)``
+    (for any network: a plain ``Layer`` has state ``()`` and ignores the key)."""
+    _check_network("make_step", network)
+    stateful = lift(network)
+
+    def step(params, state, opt_state, key, batch):
         x, targets = batch
-        value, grads = loss_and_grads(network, loss, params, x, targets)
+        value, grads, state = loss_and_grads_with_state(stateful, loss, params, state, x, targets, key, True,
+                                                        weight_decay)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
+        return optax.apply_updates(params, updates), state, opt_state, value
 
     return step
 
 
-def make_train_step(network: Layer, loss: Loss, optimizer: optax.GradientTransformation):
-    """A jit-compiled ``(params, opt_state, batch) -> (params, opt_state, loss)``."""
-    return jax.jit(make_step(network, loss, optimizer))
+def make_train_step(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.GradientTransformation,
+                    weight_decay: float = 0.0):
+    """A jit-compiled step; see the module docstring for its two signatures."""
+    step = make_step(network, loss, optimizer, weight_decay)
+    if isinstance(network, StatefulLayer):
+        return jax.jit(step)
+
+    def plain(params, opt_state, batch):
+        params, _, opt_state, value = step(params, (), opt_state, None, batch)
+        return params, opt_state, value
+
+    return jax.jit(plain)
 
 
-def make_train_epoch(network: Layer, loss: Loss, optimizer: optax.GradientTransformation, batch_size: int,
-                     augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None):
-    """A jit-compiled ``(params, opt_state, key, x, targets) -> (params, opt_state, losses)``.
+def epoch_batches(key, n: int, batch_size: int):
+    """The sample indices of each batch of one epoch, ``(n // batch_size, batch_size)``: a
+    permutation drawn from ``key``; the remainder of fewer than ``batch_size`` samples sits
+    out this epoch (a different remainder each epoch, since the permutation changes)."""
+    return jax.random.permutation(key, n)[: (n // batch_size) * batch_size].reshape(-1, batch_size)
 
-    The samples are shuffled with ``key`` and cut into ``len(x) // batch_size`` batches
-    that one ``lax.scan`` runs through; the remainder of fewer than ``batch_size`` samples
-    sits out this epoch (a different remainder each epoch, since the shuffle changes).
-    ``augment(key, x_batch) -> x_batch`` (e.g. ``augment.affine_augmenter``), if given, is
-    applied to each batch with its own key split from ``key``.
-    """
-    step = make_step(network, loss, optimizer)
 
-    def epoch(params, opt_state, key, x, targets):
-        n = x.shape[0]
-        if n < batch_size:
-            raise ValueError(f"train: batch size {batch_size} exceeds the {n} training samples")
-        key_order, key_augment = jax.random.split(key) if augment is not None else (key, None)
-        batches = jax.random.permutation(key_order, n)[: (n // batch_size) * batch_size].reshape(-1, batch_size)
-        keys = None if augment is None else jax.random.split(key_augment, batches.shape[0])
+def _epoch_fn(network, loss, optimizer, batch_size, augment=None, weight_decay=0.0):
+    """The un-jitted stateful epoch ``(params, state, opt_state, key, x, targets)``."""
+    step = make_step(network, loss, optimizer, weight_decay)
+
+    def epoch(params, state, opt_state, key, x, targets):
+        _check_data("train", x, targets, batch_size)
+        key_order, key_augment, key_steps = jax.random.split(key, 3)
+        batches = epoch_batches(key_order, x.shape[0], batch_size)
+        step_keys = jax.random.split(key_steps, batches.shape[0])
+        augment_keys = jax.random.split(key_augment, batches.shape[0])
 
         def body(carry, batch):
-            params, opt_state = carry
-            index, key = batch
-            xb = x[index] if augment is None else augment(key, x[index])
-            params, opt_state, value = step(params, opt_state, (xb, targets[index]))
-            return (params, opt_state), value
+            params, state, opt_state = carry
+            index, key_step, key_aug = batch
+            xb = x[index] if augment is None else augment(key_aug, x[index])
+            params, state, opt_state, value = step(params, state, opt_state, key_step, (xb, targets[index]))
+            return (params, state, opt_state), value
 
-        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), (batches, keys))
+        (params, state, opt_state), losses = jax.lax.scan(
+            body, (params, state, opt_state), (batches, step_keys, augment_keys))
+        return params, state, opt_state, losses
+
+    return epoch
+
+
+def make_train_epoch(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.GradientTransformation,
+                     batch_size: int, augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+                     weight_decay: float = 0.0):
+    """A jit-compiled epoch: the samples are shuffled with ``key`` and cut into
+    ``len(x) // batch_size`` batches (``epoch_batches``) that one ``lax.scan`` runs through.
+    ``augment(key, x_batch) -> x_batch`` (e.g. ``augment.affine_augmenter``), if given, is
+    applied to each batch with its own key; each step gets its own dropout key.
+    See the module docstring for the two signatures."""
+    _check_network("make_train_epoch", network)
+    _check_batch_size("make_train_epoch", batch_size)
+    epoch = _epoch_fn(network, loss, optimizer, batch_size, augment, weight_decay)
+    if isinstance(network, StatefulLayer):
+        return jax.jit(epoch)
+
+    def plain(params, opt_state, key, x, targets):
+        params, _, opt_state, losses = epoch(params, (), opt_state, key, x, targets)
         return params, opt_state, losses
 
-    return jax.jit(epoch)
+    return jax.jit(plain)
 
 
-def make_evaluate(network: Layer, loss: Loss, batch_size: int):
-    """A jit-compiled ``(params, x, labels) -> (mean loss, accuracy)`` over *every* sample.
+def _evaluate_fn(network, loss, batch_size):
+    """The un-jitted ``(params, state, x, labels) -> (mean loss, accuracy)`` in inference mode."""
+    stateful = lift(network)
 
-    The data are padded up to a whole number of batches and the padding is masked out, so
-    the last partial batch counts exactly once. ``labels`` are integer class labels.
-    """
-
-    def evaluate(params, x, labels):
+    def evaluate(params, state, x, labels):
+        _check_data("evaluate", x, labels)
         n = x.shape[0]
         pad = (-n) % batch_size
         xs = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)]).reshape((-1, batch_size) + x.shape[1:])
@@ -91,7 +166,7 @@ def make_evaluate(network: Layer, loss: Loss, batch_size: int):
 
         def body(totals, batch):
             xb, yb, mb = batch
-            scores = network.forward(params, xb)[0]
+            scores = stateful.forward(params, state, xb, None, False)[0]
             per_sample = jax.vmap(lambda s, y: loss.forward(s[None], y[None])[0])(scores, yb)
             correct = jnp.argmax(scores, axis=1) == yb
             batch_loss = jnp.sum(jnp.where(mb, per_sample, 0)).astype(jnp.float32)
@@ -102,4 +177,148 @@ def make_evaluate(network: Layer, loss: Loss, batch_size: int):
         (total_loss, total_correct), _ = jax.lax.scan(body, (zero, zero), (xs, ys, mask))
         return total_loss / n, total_correct / n
 
-    return jax.jit(evaluate)
+    return evaluate
+
+
+def make_evaluate(network: Layer | StatefulLayer, loss: Loss, batch_size: int):
+    """A jit-compiled ``(mean loss, accuracy)`` over *every* sample, in inference mode.
+
+    The data are padded up to a whole number of batches and the padding is masked out, so
+    the last partial batch counts exactly once. ``labels`` are integer class labels.
+    See the module docstring for the two signatures."""
+    _check_network("make_evaluate", network)
+    _check_batch_size("make_evaluate", batch_size)
+    evaluate = _evaluate_fn(network, loss, batch_size)
+    if isinstance(network, StatefulLayer):
+        return jax.jit(evaluate)
+    return jax.jit(lambda params, x, labels: evaluate(params, (), x, labels))
+
+
+# --- the training loop -------------------------------------------------------------------
+
+
+class FitResult(NamedTuple):
+    """What ``fit`` returns. ``params``/``state`` are those of the last epoch whose loss and
+    parameters were all finite; ``history`` has one dict per finished epoch."""
+
+    params: Any
+    state: Any
+    opt_state: Any
+    history: list
+    interrupted: bool
+    diverged_epoch: int | None  # the first epoch with a non-finite loss or parameter, if any
+
+
+def fit(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.GradientTransformation,
+        params, x, labels, *, epochs: int, batch_size: int, key, state=(), evaluate_on: dict | None = None,
+        augment: Callable | None = None, weight_decay: float = 0.0, epochs_per_call: int | None = None,
+        eval_batch_size: int = 500, on_epochs: Callable[[list], None] | None = None,
+        should_stop: Callable[[], bool] | None = None) -> FitResult:
+    """Train for ``epochs`` epochs on ``(x, labels)`` and evaluate after each on ``evaluate_on``
+    (``{"train": (x, y), "val": (x, y), ...}``), all inside compiled calls.
+
+    Each compiled call runs ``epochs_per_call`` epochs (default: ``epochs / 20``, so progress
+    moves 20 times) with their evaluations, and brings their history back in one transfer;
+    ``on_epochs(records)`` is called after each with the new records (a progress bar), and
+    ``should_stop()`` is polled between calls. A ``KeyboardInterrupt`` (or ``should_stop()``)
+    ends the loop after the last finished call with ``interrupted=True``. An epoch with a
+    non-finite loss or parameter stops training: its update is discarded, the parameters of
+    the epoch before are returned and ``diverged_epoch`` names it.
+
+    History records hold ``epoch``, ``batch_loss`` (mean over the epoch's steps, on the
+    training batches as trained, augmented) and ``<name>_loss``/``<name>_accuracy`` per split.
+    """
+    _check_network("fit", network)
+    _check_batch_size("fit", batch_size)
+    _check_batch_size("fit (eval_batch_size)", eval_batch_size)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"fit: epochs must be a positive int, got {epochs!r}")
+    _check_data("fit", x, labels, batch_size)
+    evaluate_on = dict(evaluate_on or {})
+    for name, (ex, ey) in evaluate_on.items():
+        _check_data(f"fit (evaluate_on[{name!r}])", ex, ey)
+    if epochs_per_call is not None and (isinstance(epochs_per_call, bool) or not isinstance(epochs_per_call, int)
+                                        or epochs_per_call < 1):
+        raise ValueError(f"fit: epochs_per_call must be a positive int or None, got {epochs_per_call!r}")
+    per_call = min(epochs, epochs_per_call or max(1, math.ceil(epochs / 20)))
+    run = _compiled_epochs(network, loss, optimizer, batch_size, augment, weight_decay, eval_batch_size,
+                           tuple(evaluate_on), per_call)
+    splits = tuple(evaluate_on.values())
+    opt_state = optimizer.init(params)
+    history, interrupted, diverged = [], False, None
+    done = 0
+    try:
+        while done < epochs and diverged is None:
+            if should_stop is not None and should_stop():
+                interrupted = True
+                break
+            key, key_call = jax.random.split(key)
+            active = min(per_call, epochs - done)
+            (params, state, opt_state), metrics, bad = run(params, state, opt_state, key_call, x, labels, splits, active)
+            metrics, bad = jax.device_get((metrics, bad))  # the whole chunk's history in one transfer
+            bad = int(bad)
+            finished = active if bad < 0 else bad
+            records = [{"epoch": done + i + 1, **{k: float(v[i]) for k, v in metrics.items()}} for i in range(finished)]
+            history += records
+            done += finished
+            if bad >= 0:
+                diverged = done + 1
+            if on_epochs is not None:
+                on_epochs(records)
+    except KeyboardInterrupt:
+        interrupted = True
+    return FitResult(params, state, opt_state, history, interrupted, diverged)
+
+
+def _all_finite(tree):
+    leaves = [jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(a.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _compiled_epochs(network, loss, optimizer, batch_size, augment, weight_decay, eval_batch_size, names, per_call):
+    """``run(params, state, opt_state, key, x, labels, splits, active)``: ``per_call`` epoch slots
+    in one ``lax.scan``, of which the first ``active`` train (the others are skipped by
+    ``lax.cond``, so one compiled program serves a shorter last call). Returns the carry, the
+    per-slot metrics and the index of the first slot that went non-finite (-1 if none)."""
+    epoch = _epoch_fn(network, loss, optimizer, batch_size, augment, weight_decay)
+    evaluate = _evaluate_fn(network, loss, eval_batch_size)
+
+    def run(params, state, opt_state, key, x, labels, splits, active):
+        def slot(carry, inputs):
+            i, key = inputs
+            (params, state, opt_state), bad = carry
+
+            def train(_):
+                new_params, new_state, new_opt, losses = epoch(params, state, opt_state, key, x, labels)
+                metrics = {"batch_loss": jnp.mean(losses).astype(jnp.float32)}
+                for name, (ex, ey) in zip(names, splits):
+                    metrics[f"{name}_loss"], metrics[f"{name}_accuracy"] = evaluate(new_params, new_state, ex, ey)
+                finite = _all_finite((new_params, new_state)) & jnp.isfinite(metrics["batch_loss"])
+                keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+                carry = keep((new_params, new_state, new_opt), (params, state, opt_state))
+                return (carry, jnp.where(finite, bad, i)), metrics
+
+            def skip(_):
+                zero = jnp.zeros((), jnp.float32)
+                metrics = {"batch_loss": zero}
+                for name in names:
+                    metrics[f"{name}_loss"], metrics[f"{name}_accuracy"] = zero, zero
+                return ((params, state, opt_state), bad), metrics
+
+            return jax.lax.cond((i < active) & (bad < 0), train, skip, None)
+
+        keys = jax.random.split(key, per_call)
+        (carry, bad), metrics = jax.lax.scan(slot, ((params, state, opt_state), jnp.array(-1)),
+                                             (jnp.arange(per_call), keys))
+        return carry, metrics, bad
+
+    return jax.jit(run)
+
+
+def as_numpy_tree(tree, prefix: str) -> dict[str, np.ndarray]:
+    """``{"prefix/0/W": array, ...}``: a pytree flattened for ``np.savez`` (empty leaves skipped)."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+        out[f"{prefix}/{name}"] = np.asarray(leaf)
+    return out

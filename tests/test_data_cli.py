@@ -120,7 +120,9 @@ def test_train_command_writes_a_run_folder(tmp_path, capsys):
     assert metrics["augment"] == {"max_shift": 1.0, "max_rotation": 10.0, "max_scale": 0.1, "probability": 0.5}
     assert metrics["test_accuracy"] > 0.5
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(np.load(out / "params.npz").files) == ["layer0/W", "layer0/b", "layer2/W", "layer2/b"]
+    assert sorted(np.load(out / "params.npz").files) == ["params/0/W", "params/0/b", "params/2/W", "params/2/b"]
+    assert metrics["train_samples"] == 1150 and metrics["validation_samples"] == 287 and metrics["test_samples"] == 360
+    assert 0 < metrics["val_accuracy"] <= 1 and "val_accuracy" in metrics["history"][-1]
     assert "gradient check" in capsys.readouterr().out
     assert main(["train", "--epochs", "1", "--out", str(out)]) == 2  # never overwrite a finished run
     assert "already holds a run" in capsys.readouterr().err
@@ -138,11 +140,11 @@ def test_train_on_mnist_files(tmp_path):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["train", "--lr", "-1"], "expected a positive float"),
+    (["train", "--lr", "-1"], "expected a positive finite float"),
     (["train", "--hidden", "10,x"], "comma-separated positive ints"),
     (["train", "--optimizer", "lbfgs"], "invalid choice"),
     (["train", "--augment", "elastic"], "invalid choice"),
-    (["train", "--batch-size", "5000"], "exceeds the 1437 training samples"),
+    (["train", "--batch-size", "5000"], "exceeds the 1150 training samples"),
     (["train", "--dataset", "mnist", "--data-dir", "/nonexistent/mnist"], "does not exist"),
     (["train", "--out", "/proc/forbidden/run"], "cannot write to output folder"),
     (["check", "--layer", "nope"], "is not a built-in case"),
@@ -153,3 +155,14 @@ def test_bad_options_give_one_line_and_exit_2(argv, message, capsys, tmp_path, m
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_train_command_with_batch_norm_dropout_weight_decay_and_no_validation(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "2", "--hidden", "16,16", "--batchnorm", "--dropout", "0.1", "--weight-decay",
+                 "1e-4", "--init", "book", "--validation", "0", "--out", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["batchnorm"], metrics["dropout"], metrics["weight_decay"], metrics["init"]) == (True, 0.1, 1e-4, "book")
+    assert metrics["val_accuracy"] is None and metrics["train_samples"] == 1437 and metrics["grad_check_max_rel_error"] < 1e-10
+    files = np.load(out / "params.npz").files
+    assert "state/1/mean" in files and "state/5/var" in files and "params/1/gamma" in files and "params/0/b" not in files

@@ -100,9 +100,9 @@ def batch_norm(momentum: float = 0.9, eps: float = 1e-5) -> StatefulLayer:
             var = jnp.mean(xc * xc, axis=axes, keepdims=True)
             std = jnp.sqrt(var + eps)
             xn = xc / std
-            new_state = {
-                "mean": momentum * state["mean"] + (1 - momentum) * mu.reshape(-1),
-                "var": momentum * state["var"] + (1 - momentum) * var.reshape(-1),
+            new_state = {  # in the state's own dtype, so a scanned epoch's carry keeps its type
+                "mean": (momentum * state["mean"] + (1 - momentum) * mu.reshape(-1)).astype(state["mean"].dtype),
+                "var": (momentum * state["var"] + (1 - momentum) * var.reshape(-1)).astype(state["var"].dtype),
             }
             return gamma * xn + beta, new_state, TrainResiduals(xn, xc, std)
         std = jnp.sqrt(state["var"].reshape(shape) + eps)
