@@ -59,15 +59,31 @@ def affine_warp(images: jax.Array, shift: jax.Array, angle: jax.Array, scale: ja
     centre_r, centre_c = (height - 1) / 2, (width - 1) / 2
     rows, cols = jnp.meshgrid(jnp.arange(height) - centre_r, jnp.arange(width) - centre_c, indexing="ij")
 
-    def warp(image, shift, angle, scale):
+    def sample_points(shift, angle, scale):
         cos, sin = jnp.cos(angle), jnp.sin(angle)
         r = (cos * rows - sin * cols) / scale + centre_r + shift[0]
         c = (sin * rows + cos * cols) / scale + centre_c + shift[1]
-        return jax.scipy.ndimage.map_coordinates(image, [r, c], order=1, mode="constant", cval=0.0)
+        return r.reshape(-1), c.reshape(-1)
 
-    return jax.vmap(warp)(images, shift, angle, scale)
+    # Bilinear interpolation with zeros outside is a sum over pixels with the tent weights
+    # max(0, 1 - |r - i|) * max(0, 1 - |c - j|), which factor by axis: two small matrix products
+    # per image instead of a gather of four neighbours (the same values as
+    # jax.scipy.ndimage.map_coordinates(order=1, mode="constant"), tested; faster on a CPU).
+    r, c = jax.vmap(sample_points)(shift, angle, scale)  # (N, P) each, P = H * W output pixels
+    tent_rows = jnp.maximum(0.0, 1.0 - jnp.abs(r[:, :, None] - jnp.arange(height)))  # (N, P, H)
+    tent_cols = jnp.maximum(0.0, 1.0 - jnp.abs(c[:, :, None] - jnp.arange(width)))  # (N, P, W)
+    along_cols = jnp.einsum("nhw,npw->nph", images, tent_cols.astype(images.dtype))
+    out = jnp.einsum("nph,nph->np", along_cols, tent_rows.astype(images.dtype))
+    return out.reshape(images.shape)
 
 
 def affine_augmenter(image_shape: tuple[int, int], settings: Affine = Affine()) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    """``augment(key, x_batch) -> x_batch`` for ``make_train_epoch(..., augment=...)``."""
-    return lambda key, x: random_affine(key, x, image_shape, settings)
+    """``augment(key, x_batch) -> x_batch`` for ``make_train_epoch(..., augment=...)``; the batch
+    is ``(N, H * W)`` or one-channel images ``(N, 1, H, W)`` (for convolutions)."""
+
+    def augment(key, x):
+        if x.ndim == 4 and x.shape[1] != 1:
+            raise ValueError(f"affine_augmenter: images must have one channel, got x of shape {tuple(x.shape)}")
+        return random_affine(key, x.reshape(x.shape[0], -1), image_shape, settings).reshape(x.shape)
+
+    return augment

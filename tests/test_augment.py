@@ -82,3 +82,33 @@ def test_epoch_with_augmentation_is_seeded_and_differs_from_plain():
     a = augmented(params, state, jax.random.PRNGKey(5), x, y)[0]
     np.testing.assert_array_equal(a[0]["W"], augmented(params, state, jax.random.PRNGKey(5), x, y)[0][0]["W"])
     assert not np.allclose(a[0]["W"], plain(params, state, jax.random.PRNGKey(5), x, y)[0][0]["W"])
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (7, 5)])
+def test_warp_equals_scipy_style_bilinear_interpolation(shape):
+    """The two-matrix-product warp against jax.scipy.ndimage.map_coordinates (order 1, zeros
+    outside), for random shifts (some reaching past the border), turns and scales."""
+    h, w = shape
+    k = jax.random.split(jax.random.PRNGKey(3), 4)
+    images = jax.random.uniform(k[0], (20, h, w))
+    shift = jax.random.uniform(k[1], (20, 2), minval=-2.5, maxval=2.5)
+    angle = jax.random.uniform(k[2], (20,), minval=-0.6, maxval=0.6)
+    scale = jax.random.uniform(k[3], (20,), minval=0.7, maxval=1.3)
+    rows, cols = jnp.meshgrid(jnp.arange(h) - (h - 1) / 2, jnp.arange(w) - (w - 1) / 2, indexing="ij")
+
+    def oracle(image, s, a, sc):
+        r = (jnp.cos(a) * rows - jnp.sin(a) * cols) / sc + (h - 1) / 2 + s[0]
+        c = (jnp.sin(a) * rows + jnp.cos(a) * cols) / sc + (w - 1) / 2 + s[1]
+        return jax.scipy.ndimage.map_coordinates(image, [r, c], order=1, mode="constant", cval=0.0)
+
+    expected = jax.vmap(oracle)(images, shift, angle, scale)
+    np.testing.assert_allclose(affine_warp(images, shift, angle, scale), expected, rtol=1e-12, atol=1e-14)
+
+
+def test_augmenter_takes_one_channel_images_for_convolutions():
+    augment = affine_augmenter((5, 5))
+    x = IMAGES.reshape(3, 1, 5, 5)
+    key = jax.random.PRNGKey(1)
+    np.testing.assert_array_equal(augment(key, x), augment(key, IMAGES.reshape(3, 25)).reshape(3, 1, 5, 5))
+    with pytest.raises(ValueError, match="affine_augmenter: images must have one channel"):
+        augment(key, jnp.ones((3, 2, 5, 5)))
