@@ -70,8 +70,8 @@ def affine_warp(images: jax.Array, shift: jax.Array, angle: jax.Array, scale: ja
     # per image instead of a gather of four neighbours (the same values as
     # jax.scipy.ndimage.map_coordinates(order=1, mode="constant"), tested; faster on a CPU).
     r, c = jax.vmap(sample_points)(shift, angle, scale)  # (N, P) each, P = H * W output pixels
-    tent_rows = jnp.maximum(0.0, 1.0 - jnp.abs(r[:, :, None] - jnp.arange(height)))  # (N, P, H)
-    tent_cols = jnp.maximum(0.0, 1.0 - jnp.abs(c[:, :, None] - jnp.arange(width)))  # (N, P, W)
+    tent_rows = jnp.maximum(0.0, 1.0 - jnp.abs(r[:, :, None] - jnp.arange(height)[None, None, :]))  # (N, P, H)
+    tent_cols = jnp.maximum(0.0, 1.0 - jnp.abs(c[:, :, None] - jnp.arange(width)[None, None, :]))  # (N, P, W)
     along_cols = jnp.einsum("nhw,npw->nph", images, tent_cols.astype(images.dtype))
     out = jnp.einsum("nph,nph->np", along_cols, tent_rows.astype(images.dtype))
     return out.reshape(images.shape)
