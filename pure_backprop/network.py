@@ -1,11 +1,11 @@
 """Networks built from the layers: the book's ``MultiLayerNet`` and ``MultiLayerNetExtend``
-(chapter 6) as one ``serial`` stack."""
+(chapter 6), ``SimpleConvNet`` (chapter 7) and a ``DeepConvNet`` (chapter 8), each one ``serial`` stack."""
 
 from __future__ import annotations
 
 from .core import Layer, StatefulLayer, serial
 from .initializers import INITIALIZERS, weight_init
-from .layers import affine, batch_norm, dropout, relu, sigmoid, tanh
+from .layers import affine, batch_norm, conv2d, dropout, flatten, max_pool2d, relu, sigmoid, tanh
 
 ACTIVATIONS = {"relu": relu, "sigmoid": sigmoid, "tanh": tanh}
 # He initialisation for ReLU, Xavier (Glorot) for the saturating activations (book, ch. 6).
@@ -45,4 +45,45 @@ def mlp(hidden: tuple[int, ...] | list[int], out_dim: int, activation: str = "re
         if drop_rate:
             layers.append(dropout(drop_rate))
     layers.append(affine(out_dim, w_init=w_init))
+    return serial(*layers)
+
+
+def simple_conv_net(out_dim: int = 10, filters: int = 30, kernel_size: int = 5, hidden: int = 100,
+                    init: str = "he") -> Layer:
+    """The book's ``SimpleConvNet`` (chapter 7): ``conv(filters, kernel, stride 1, pad 0) -> ReLU ->
+    max pool 2x2 stride 2 -> flatten -> affine(hidden) -> ReLU -> affine(out_dim)``, sized from
+    the input shape by ``init(key, (N, C, H, W))``. The book draws every weight with std 0.01;
+    the default here is He (``init="book"`` for the book's).
+    """
+    conv_init = weight_init(init, in_axis=1, out_axis=0)
+    dense_init = weight_init(init)
+    return serial(conv2d(filters, kernel_size, w_init=conv_init), relu, max_pool2d(2, 2), flatten,
+                  affine(hidden, w_init=dense_init), relu, affine(out_dim, w_init=dense_init))
+
+
+def deep_conv_net(out_dim: int = 10, blocks=((16, 16), (32, 32), (64, 64)), paddings=None, hidden: int = 50,
+                  drop_rate: float = 0.5) -> StatefulLayer:
+    """A deep CNN in the spirit of the book's ``DeepConvNet`` (chapter 8): for each block of
+    widths, ``conv 3x3 -> ReLU`` per width and a 2x2 max pool after the block; then
+    ``affine(hidden) -> ReLU -> dropout -> affine(out_dim) -> dropout`` (the book drops on the
+    scores too), He init throughout. ``paddings`` gives each convolution's padding (default 1
+    everywhere, which fits 8x8 digits: 8 -> 4 -> 2 -> 1); the book's MNIST network is
+    ``paddings=(1, 1, 1, 2, 1, 1)`` (28 -> 14 -> 16 -> 8 -> 4).
+    """
+    widths = [w for block in blocks for w in block]
+    if not widths or any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
+        raise ValueError(f"deep_conv_net: blocks must hold positive int widths, got {blocks!r}")
+    paddings = tuple(paddings) if paddings is not None else (1,) * len(widths)
+    if len(paddings) != len(widths):
+        raise ValueError(f"deep_conv_net: paddings has {len(paddings)} entries for {len(widths)} convolutions")
+    conv_init = weight_init("he", in_axis=1, out_axis=0)
+    layers, i = [], 0
+    for block in blocks:
+        for width in block:
+            layers += [conv2d(width, 3, padding=paddings[i], w_init=conv_init), relu]
+            i += 1
+        layers.append(max_pool2d(2, 2))
+    dense_init = weight_init("he")
+    layers += [flatten, affine(hidden, w_init=dense_init), relu, dropout(drop_rate),
+               affine(out_dim, w_init=dense_init), dropout(drop_rate)]
     return serial(*layers)

@@ -11,6 +11,7 @@ Losses enter as ``with_targets(loss, targets)`` so they are layers like the rest
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 from . import graphs, nodes
 from .core import Layer, freeze, serial, with_targets
 from .layers import affine, batch_norm, dropout, mse, relu, sigmoid, softmax_cross_entropy, tanh, with_weight_decay
+from .layers import avg_pool2d, conv2d, flatten, max_pool2d
 from .network import mlp
 
 
@@ -139,6 +141,14 @@ def _mlp_extend(key, shape, classes=4):
     return with_weight_decay(layer, WEIGHT_DECAY), (_jitter(k_init, params), ()), normal(k_x, shape), t
 
 
+def distinct(key, shape):
+    """A random permutation of ``n`` evenly spaced values in (-1, 1]: no two entries tie, and no
+    finite-difference step (about ``6e-6 |x|``) closes the gap ``2 / n`` between two of them, so
+    max pooling has no kink at the point or within a step."""
+    n = math.prod(shape)
+    return (2.0 * (jax.random.permutation(key, n) + 1) / n - 1.0).reshape(shape)
+
+
 CASES: tuple[Case, ...] = (
     # computational-graph nodes
     Case("add", "node", _pair(nodes.add, lambda s: s), ((3,), (4, 5))),
@@ -179,6 +189,21 @@ CASES: tuple[Case, ...] = (
     Case("dropout_eval", "layer", _unary(freeze(dropout(DROP_RATE), (), None, False)), ((4, 5),)),
     Case("weight_decay", "loss", _weight_decay, ((5, 4),)),
     Case("mlp_extend", "network", _mlp_extend, ((6, 7),)),
+    # chapter 7: convolution and pooling. conv2d: each formulation at stride 1 and 2, padding 0, 1
+    # and 2, non-square inputs and filters, batch 1; (7 + 4 - 3) % 2 = 0 but (6 - 3) % 2 = 1 leaves
+    # a remainder column. "auto" at (1, 4, 5, 6) runs "mixed" (K = 36, over-padded), at (2, 1, 4, 5)
+    # im2col. Max pooling draws distinct values (no ties: a tie is a kink).
+    Case("conv2d_im2col", "layer", _with_params(conv2d(4, (3, 2), padding=1, method="im2col")), ((2, 3, 7, 6), (1, 2, 5, 8))),
+    Case("conv2d_im2col_stride2", "layer", _with_params(conv2d(3, 3, stride=2, padding=(2, 0), method="im2col")), ((2, 2, 7, 6),)),
+    Case("conv2d_conv", "layer", _with_params(conv2d(4, (3, 2), padding=1, method="conv")), ((2, 3, 7, 6),)),
+    Case("conv2d_conv_stride2", "layer", _with_params(conv2d(3, 3, stride=2, padding=(2, 0), method="conv")), ((2, 2, 7, 6),)),
+    Case("conv2d_auto", "layer", _with_params(conv2d(2, 3, padding=2)), ((1, 4, 5, 6), (2, 1, 4, 5))),
+    Case("conv2d_unpadded", "layer", _with_params(conv2d(3, (2, 3), stride=(2, 1), method="conv")), ((1, 3, 6, 7),)),
+    Case("max_pool2d", "layer", _unary(max_pool2d(2, stride=2, padding=1), distinct), ((2, 3, 7, 6),)),
+    Case("max_pool2d_overlap", "layer", _unary(max_pool2d((3, 2), stride=(2, 1), padding=1), distinct), ((2, 2, 7, 6),)),
+    Case("avg_pool2d", "layer", _unary(avg_pool2d(2, stride=2, padding=1)), ((2, 3, 7, 6),)),
+    Case("avg_pool2d_overlap", "layer", _unary(avg_pool2d((3, 2), stride=(2, 1), padding=1)), ((2, 2, 7, 6),)),
+    Case("flatten", "layer", _unary(flatten), ((2, 3, 4, 5),)),
 )
 
 BY_NAME = {case.name: case for case in CASES}

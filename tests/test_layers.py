@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import reference as ref
+import reference.conv as ref7
 import reference.regularization as ref6
 from pure_backprop import gradcheck
 from pure_backprop.registry import CASES, DROP_RATE, DROPOUT_KEY, WEIGHT_DECAY, batch_norm_state
@@ -66,6 +67,13 @@ REFERENCES = {
     "batch_norm_train": _plain(ref6.batch_norm_train), "batch_norm_eval": _batch_norm_eval,
     "dropout": _plain(ref6.dropout(DROP_RATE, DROPOUT_KEY)), "dropout_eval": _plain(lambda params, x: x),
     "weight_decay": _weight_decay, "mlp_extend": _mlp_extend,
+    # chapter 7: convolution and pooling
+    "conv2d_im2col": _plain(ref7.conv2d(1, 1)), "conv2d_im2col_stride2": _plain(ref7.conv2d(2, (2, 0))),
+    "conv2d_conv": _plain(ref7.conv2d(1, 1)), "conv2d_conv_stride2": _plain(ref7.conv2d(2, (2, 0))),
+    "conv2d_auto": _plain(ref7.conv2d(1, 2)), "conv2d_unpadded": _plain(ref7.conv2d((2, 1), 0)),
+    "max_pool2d": _plain(ref7.max_pool2d(2, 2, 1)), "max_pool2d_overlap": _plain(ref7.max_pool2d((3, 2), (2, 1), 1)),
+    "avg_pool2d": _plain(ref7.avg_pool2d(2, 2, 1)), "avg_pool2d_overlap": _plain(ref7.avg_pool2d((3, 2), (2, 1), 1)),
+    "flatten": _plain(ref7.flatten),
 }
 
 PARAMS = [pytest.param(case, shape, id=f"{case.name}-{'x'.join(map(str, shape))}") for case in CASES for shape in case.shapes]
