@@ -6,8 +6,21 @@ A layer is ``Layer(init, forward, backward)``; a network is ``serial(*layers)``;
 ``pure_backprop.layers`` and ``pure_backprop.nodes`` for the derivations.
 """
 
-from .core import Layer, Loss, loss_and_grads, predict, serial, with_targets
-
 __version__ = "0.1.0"
 
 __all__ = ["Layer", "Loss", "loss_and_grads", "predict", "serial", "with_targets"]
+
+
+def __getattr__(name):
+    """The names of ``__all__`` come from ``pure_backprop.core`` on first use (PEP 562), so
+    that importing the package, and with it ``pure_backprop.cli``, does not import JAX: the
+    command line catches Ctrl-C before JAX loads (an interrupted JAX import can crash)."""
+    if name in __all__:
+        from . import core
+
+        return getattr(core, name)
+    raise AttributeError(f"module 'pure_backprop' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

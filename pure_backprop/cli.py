@@ -10,6 +10,7 @@ ends with one line on stderr and exit code 2, never a traceback. Ctrl-C ends wit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -17,10 +18,12 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 EXIT_USAGE = 2
+FLOAT32_MAX = 3.4028234663852886e38  # training runs in float32: larger option values would become inf
 
 
 class UsageError(Exception):
@@ -48,8 +51,24 @@ def _number(kind, low, what, high=None, low_open=True):
     return parse
 
 
-def _positive(kind):
-    return _number(kind, 0, f"a positive finite {kind.__name__}")
+def _positive(kind, high=None, what=""):
+    return _number(kind, 0, f"a positive finite {kind.__name__}{what}", high=high)
+
+
+def _folder(text):
+    if not text:
+        raise argparse.ArgumentTypeError("expected a folder path, got ''")
+    return text
+
+
+def _mirror(text):
+    from .data import DataError, check_mirror
+
+    try:
+        return check_mirror(text)
+    except DataError:
+        raise argparse.ArgumentTypeError(f"expected an http(s) or file URL of the folder holding the MNIST .gz files, "
+                                         f"like https://host/mnist/ or file:///path/to/mnist/, got {text!r}") from None
 
 
 def _widths(text):
@@ -64,7 +83,9 @@ def _widths(text):
 
 _SEED = _number(int, 0, "an int in [0, 2**32)", high=2**32, low_open=False)
 _FRACTION = _number(float, 0, "a number in [0, 1)", high=1, low_open=False)
-_NON_NEGATIVE = _number(float, 0, "a finite number >= 0", low_open=False)
+_NON_NEGATIVE = _number(float, 0, "a finite number >= 0 and below 3.4e38 (float32)", high=FLOAT32_MAX,
+                        low_open=False)
+MAX_EPOCHS = 2**31  # the compiled loop counts epochs in int32
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,9 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = commands.add_parser("train", help="train a multi-layer perceptron with the hand-written gradients")
     t.add_argument("--dataset", choices=["digits", "mnist"], default="digits")
-    t.add_argument("--data-dir", default=None, help="folder of the four MNIST IDX files (default data/mnist)")
+    t.add_argument("--data-dir", type=_folder, default=None,
+                   help="folder of the four MNIST IDX files (default data/mnist)")
     t.add_argument("--download", action="store_true", help="fetch missing MNIST files from --mirror")
-    t.add_argument("--mirror", default=None, help="base URL of the MNIST files (default: the standard mirror)")
+    t.add_argument("--mirror", type=_mirror, default=None,
+                   help="http(s) or file URL of the folder of MNIST .gz files (default: the standard mirror)")
     t.add_argument("--hidden", type=_widths, default=(50,), help="hidden widths, e.g. 100,50 (default 50)")
     t.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], default="relu")
     t.add_argument("--init", choices=["he", "xavier", "book"], default=None,
@@ -90,13 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--validation", type=_FRACTION, default=0.2, metavar="FRACTION",
                    help="fraction of the training data held out for validation (default 0.2; 0 trains on all)")
     t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd")
-    t.add_argument("--lr", type=_positive(float), default=0.1)
+    t.add_argument("--lr", type=_positive(float, FLOAT32_MAX, " below 3.4e38 (float32)"), default=0.1)
     t.add_argument("--batch-size", type=_positive(int), default=100)
-    t.add_argument("--epochs", type=_positive(int), default=1000)
+    t.add_argument("--epochs", type=_positive(int, MAX_EPOCHS, " below 2**31"), default=1000)
     t.add_argument("--augment", choices=["affine", "none"], default="affine",
                    help="random affine warps of half of each training batch (default affine)")
     t.add_argument("--seed", type=_SEED, default=0, help="the splits, the initialisation and the shuffling")
-    t.add_argument("--out", default=None, help="run folder (default runs/<timestamp>)")
+    t.add_argument("--out", type=_folder, default=None, help="run folder (default runs/<timestamp>)")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     c = commands.add_parser("check", help="check every built-in backward pass against jax.vjp and finite differences")
@@ -108,36 +131,58 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        if args.command == "train":
-            return train_command(args)
-        return check_command(args)
-    except UsageError as e:
-        print(f"pure-backprop: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("pure-backprop: interrupted", file=sys.stderr)
-        return 130
+    """Run one command. Ctrl-C is caught from the first line on (the parser imports JAX),
+    as a flag polled between compiled calls; see ``_StopRequest``. Called with ``argv=None``
+    it owns the process: Ctrl-C stays caught (ignored) after it returns, while the
+    interpreter shuts JAX down, so a late Ctrl-C cannot turn exit 130 into a traceback."""
+    with _StopRequest(restore=argv is not None) as stop:
+        try:
+            args = build_parser().parse_args(argv)
+            stop.check()
+            if args.command == "train":
+                return train_command(args, stop)
+            return check_command(args, stop)
+        except UsageError as e:
+            print(f"pure-backprop: error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            print("pure-backprop: interrupted; wrote nothing", file=sys.stderr)
+            return 130
 
 
 # --- train ---------------------------------------------------------------------------------
 
 
-def _prepare_out(out: str | None) -> tuple[Path, bool]:
-    """Check that the run folder can be written; returns it and whether this call created it
-    (so that a run that writes nothing removes it again)."""
+def _prepare_out(out: str | None) -> tuple[Path, list[Path]]:
+    """Check that the run folder can be written; returns it and the folders this call
+    created, deepest first (so that a run that writes nothing removes them again)."""
     path = Path(out) if out else Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for folder in (path, *path.parents):
+        if folder.exists() or folder.is_symlink():
+            if not folder.is_dir():
+                if folder == path:
+                    raise UsageError(f"--out {path} is a file, not a folder; give a folder for the run")
+                raise UsageError(f"--out {path}: {folder} is a file, not a folder; give a path of folders")
+            break
     if (path / "metrics.json").exists():
         raise UsageError(f"--out {path} already holds a run (metrics.json); choose another folder")
-    created = not path.exists()
+    created = [f for f in (path, *path.parents) if not f.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
+        _remove_empty(created)
         raise UsageError(f"cannot write to output folder {path}: {e.strerror or e}") from None
     return path, created
+
+
+def _remove_empty(folders):
+    for folder in folders:  # deepest first; a folder that is not empty stays
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _write_atomic(path: Path, write):
@@ -152,7 +197,7 @@ def _write_atomic(path: Path, write):
             os.remove(tmp)
 
 
-def _load(args):
+def _load(args, stop):
     from . import data
 
     if args.dataset == "digits":
@@ -165,34 +210,57 @@ def _load(args):
         if args.dataset == "digits":
             dataset = data.load_digits(seed=args.seed)
         else:
-            dataset = data.load_mnist(args.data_dir or "data/mnist", download=args.download,
-                                      mirror=args.mirror or data.MNIST_MIRROR)
+            data_dir = args.data_dir or "data/mnist"
+            if args.download:
+                with stop.immediate():  # plain Python I/O: Ctrl-C may stop it at once
+                    data.download_mnist(data_dir, args.mirror or data.MNIST_MIRROR)
+            dataset = data.load_mnist(data_dir)
         return data.split_validation(dataset, args.validation, seed=args.seed)
     except data.DataError as e:
         raise UsageError(str(e)) from None
 
 
 class _StopRequest:
-    """SIGINT sets a flag instead of raising inside JAX's compiler or runtime (where a
-    ``KeyboardInterrupt`` can crash the process); the training loop polls it between
-    compiled calls. Every Ctrl-C, the first or a later one, ends the same clean way."""
+    """SIGINT sets a flag instead of raising inside an import of JAX or inside its compiler or
+    runtime (where a ``KeyboardInterrupt`` can crash the process or break the import); the
+    commands poll it between compiled calls. Every Ctrl-C, the first or a later one, ends
+    the same clean way. Inside ``immediate()`` (plain Python I/O such as a download) it
+    raises ``KeyboardInterrupt`` at once instead. Outside the main thread it does nothing
+    (only the main thread may set signal handlers)."""
 
-    def __init__(self):
+    def __init__(self, restore: bool = True):
         self.requested = False
+        self.raising = False
+        self.restore = restore
         self.previous = None
+        self.installed = False
 
     def __enter__(self):
-        self.previous = signal.signal(signal.SIGINT, self._handle)
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.installed = True
         return self
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self.previous)
+        if self.installed:
+            signal.signal(signal.SIGINT, self.previous if self.restore else signal.SIG_IGN)
         return False
 
     def _handle(self, signum, frame):
         if not self.requested:
-            print("\npure-backprop: interrupted; stopping after the epochs now running", file=sys.stderr, flush=True)
+            print("\npure-backprop: interrupted; stopping as soon as the running step ends", file=sys.stderr, flush=True)
         self.requested = True
+        if self.raising:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def immediate(self):
+        self.check()
+        self.raising = True
+        try:
+            yield
+        finally:
+            self.raising = False
 
     def check(self):
         if self.requested:
@@ -210,20 +278,25 @@ def _finite_or_none(value):
     return value
 
 
-def train_command(args) -> int:
+def train_command(args, stop: _StopRequest | None = None) -> int:
     out, created = _prepare_out(args.out)
     written: list[Path] = []
     try:
-        with _StopRequest() as stop:
+        with contextlib.ExitStack() as stack:
+            stop = stop or stack.enter_context(_StopRequest())
             code = _train(args, out, stop, written)
     except KeyboardInterrupt:
         code = 130
+    except MemoryError:
+        raise UsageError("out of memory; choose smaller --hidden widths or a smaller --batch-size") from None
+    except RuntimeError as e:
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        raise UsageError("out of memory (the accelerator's or the host's); choose smaller --hidden widths or a "
+                         "smaller --batch-size") from None
     finally:
-        if created and not written:
-            try:
-                out.rmdir()  # leave no empty run folder behind
-            except OSError:
-                pass
+        if not written:
+            _remove_empty(created)  # leave no empty run folder behind
     if code == 130:
         what = ", ".join(str(p) for p in written) if written else "nothing (no epoch had finished)"
         print(f"pure-backprop: interrupted; wrote {what}", file=sys.stderr)
@@ -231,9 +304,10 @@ def train_command(args) -> int:
 
 
 def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
-    dataset = _load(args)
+    dataset = _load(args, stop)
     if args.batch_size > len(dataset.x_train):
         raise UsageError(f"--batch-size {args.batch_size} exceeds the {len(dataset.x_train)} training samples")
+    _check_memory(args, math.prod(dataset.x_train.shape[1:]), dataset.num_classes)
     stop.check()
 
     import jax
@@ -279,7 +353,8 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
     result = fit(network, softmax_cross_entropy, optimizer, params, *splits["train"], epochs=args.epochs,
                  batch_size=args.batch_size, key=key_train, state=state, evaluate_on=splits,
                  augment=augment and affine_augmenter(dataset.image_shape, augment), weight_decay=args.weight_decay,
-                 eval_batch_size=max(args.batch_size, 500), on_epochs=progress, should_stop=lambda: stop.requested)
+                 eval_batch_size=max(args.batch_size, 500), on_epochs=progress, should_stop=lambda: stop.requested,
+                 epochs_per_call=min(max(1, math.ceil(args.epochs / 20)), 10_000))
     bar.close()
     history = result.history
     interrupted = result.interrupted or stop.requested
@@ -331,6 +406,27 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
     return 130 if interrupted else 0
 
 
+def _check_memory(args, features: int, classes: int):
+    """Refuse a network that cannot fit in this machine's memory before JAX tries (and
+    hangs, swaps or fails deep inside XLA). Python ints throughout: no overflow. The
+    estimate counts the float64 gradient check (params, two gradients, promoted copies)
+    and float32 training (params, gradients, optimizer state, the kept finite copy), plus
+    the activations of the largest batch."""
+    widths = [features, *args.hidden, classes]
+    params = sum(a * b + b for a, b in zip(widths, widths[1:]))
+    batch = max(args.batch_size, 500)
+    need = 40 * params + 32 * batch * sum(widths)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > total:
+        hidden = ",".join(str(w) for w in args.hidden)
+        raise UsageError(f"--hidden {hidden} with --batch-size {args.batch_size} gives {params:,} parameters and "
+                         f"needs about {need / 2**30:.3g} GiB, more than this machine's {total / 2**30:.3g} GiB "
+                         f"of memory; choose smaller widths")
+
+
 def _plot(history, path, title):
     import matplotlib
 
@@ -360,9 +456,9 @@ def _plot(history, path, title):
 # --- check ---------------------------------------------------------------------------------
 
 
-def check_command(args) -> int:
+def check_command(args, stop: _StopRequest | None = None) -> int:
     """``pure-backprop check``: every registry case at its largest shape, a progress line per
-    case on stderr, then one table; exit 1 on failure."""
+    case on stderr, then one table; exit 1 on failure. Ctrl-C stops after the running case."""
     import jax
 
     from .gradcheck import check, format_rows
@@ -377,6 +473,8 @@ def check_command(args) -> int:
         raise UsageError(f"--layer {args.layer!r} is not a built-in case; see 'pure-backprop check --list'")
     rows, failed, problems = [], [], []
     for i, case in enumerate(cases, 1):
+        if stop is not None:
+            stop.check()
         start = time.perf_counter()
         with jax.enable_x64(True):
             layer, params, x, _ = case.build(jax.random.PRNGKey(args.seed), case.shapes[-1])

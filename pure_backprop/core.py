@@ -278,6 +278,7 @@ def loss_and_grads(network: Layer, loss: Loss, params, x, targets, weight_decay:
     ``weight_decay = lambda > 0`` the loss gains ``0.5 * lambda * sum(W**2)`` over the weight
     matrices and their gradients ``lambda * W`` (``pure_backprop.layers.weight_decay``).
     """
+    _check_loss_inputs("loss_and_grads", network, loss, x, (Layer,))
     scores, residuals = network.forward(params, x)
     value, loss_residuals = loss.forward(scores, targets)
     dscores = loss.backward(loss_residuals, jnp.ones_like(value))
@@ -292,6 +293,7 @@ def loss_and_grads_with_state(network: Layer | StatefulLayer, loss: Loss, params
     ``train=True`` (the default here: gradients are for training) uses batch statistics and
     draws dropout masks from ``key``; the running averages come back in ``new_state``.
     """
+    _check_loss_inputs("loss_and_grads_with_state", network, loss, x, (Layer, StatefulLayer))
     stateful = lift(network)
     scores, new_state, residuals = stateful.forward(params, state, x, key, train)
     value, loss_residuals = loss.forward(scores, targets)
@@ -308,6 +310,21 @@ def _decayed(value, grads, params, weight_decay):
 
     decay = jax.tree_util.tree_map(jnp.add, grads, penalty_grads(params, weight_decay))
     return value + penalty(params, weight_decay), decay
+
+
+def _check_loss_inputs(where, network, loss, x, kinds):
+    """A network of the right protocol, a ``Loss``, and a batch of at least one sample."""
+    if not isinstance(network, kinds):
+        hint = ("; for a StatefulLayer use loss_and_grads_with_state(network, loss, params, state, x, targets, key)"
+                if isinstance(network, StatefulLayer) else "")
+        raise TypeError(f"{where}: network must be a {' or '.join(k.__name__ for k in kinds)}, "
+                        f"got {type(network).__name__}{hint}")
+    if not isinstance(loss, Loss):
+        raise TypeError(f"{where}: loss must be a Loss (forward, backward), e.g. pure_backprop.layers."
+                        f"softmax_cross_entropy, got {type(loss).__name__}")
+    shape = getattr(x, "shape", None)
+    if shape is not None and len(shape) >= 1 and shape[0] == 0:
+        raise ValueError(f"{where}: x is an empty batch (shape {tuple(shape)}); give at least one sample")
 
 
 def predict(network: Layer | StatefulLayer, params, x, state=None):

@@ -8,13 +8,15 @@ int32 labels. Every file problem raises ``DataError`` naming the file.
 from __future__ import annotations
 
 import gzip
+import http.client
+import math
 import os
-import shutil
 import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -56,8 +58,16 @@ def split_validation(dataset: Dataset, fraction: float = 0.2, seed: int = 0) -> 
     from sklearn.model_selection import train_test_split
 
     n = len(dataset.x_train)
+    if n == 0 or len(dataset.y_train) != n:
+        raise DataError(f"split_validation: the dataset holds {n} training images and {len(dataset.y_train)} labels; "
+                        f"it needs at least one of each, as many labels as images")
     held = int(round(fraction * n))
-    classes = len(np.unique(dataset.y_train))
+    labels, counts = np.unique(dataset.y_train, return_counts=True)
+    classes = len(labels)
+    if counts.min() < 2:
+        rare = labels[counts.argmin()]
+        raise DataError(f"class {rare} has only {counts.min()} training sample; a stratified validation split needs at "
+                        f"least 2 samples of each class (a validation fraction of 0 keeps them all for training)")
     if held < classes or n - held < classes:
         raise DataError(f"a validation fraction of {fraction} of {n} training samples leaves {held} for validation "
                         f"and {n - held} for training; each needs at least one sample of each of {classes} classes")
@@ -88,28 +98,51 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     dimension as a big-endian uint32; the payload must hold exactly that many entries.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not an IDX file")
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror})") from e
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from e
+    return _parse_idx(raw, path)
+
+
+def _parse_idx(raw: bytes, name) -> np.ndarray:
+    """The array in the IDX bytes ``raw``; errors name ``name`` (a path or a URL)."""
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, gzip.BadGzipFile) as e:
-            raise DataError(f"{path}: corrupt gzip data ({e})") from e
+            raise DataError(f"{name}: corrupt gzip data ({e})") from e
     if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_DTYPES:
-        raise DataError(f"{path}: not an IDX file (wrong magic number {raw[:4].hex() or 'empty'})")
+        raise DataError(f"{name}: not an IDX file (wrong magic number {raw[:4].hex() or 'empty'})")
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes, needs {header})")
+        raise DataError(f"{name}: truncated IDX header ({len(raw)} bytes, needs {header} for {ndim} dimensions)")
     shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # Python ints: no overflow for any header
     if len(raw) != expected:
         what = "truncated" if len(raw) < expected else "has trailing bytes"
-        raise DataError(f"{path}: {what}: header says shape {shape}, which needs {expected} bytes, file has {len(raw)}")
+        raise DataError(f"{name}: {what}: header says shape {_shape_text(shape)}, which needs {expected} bytes, "
+                        f"file has {len(raw)}")
     return np.frombuffer(raw, dtype, offset=header).reshape(shape)
+
+
+def _shape_text(shape) -> str:
+    if len(shape) <= 6:
+        return str(shape)
+    return f"({shape[0]}, {shape[1]}, ..., {shape[-1]}) of {len(shape)} dimensions"
+
+
+def check_mirror(mirror) -> str:
+    """``mirror`` if it is an ``http://``, ``https://`` or ``file:`` URL, else ``DataError``."""
+    parts = urlsplit(mirror) if isinstance(mirror, str) else None
+    if parts is None or parts.scheme not in ("http", "https", "file") or (parts.scheme != "file" and not parts.netloc):
+        raise DataError(f"mirror must be an http(s) or file URL of the folder holding the .gz files, like "
+                        f"{MNIST_MIRROR} or file:///path/to/mnist/, got {mirror!r}")
+    return mirror
 
 
 def _find(data_dir: Path, stem: str) -> Path | None:
@@ -128,29 +161,76 @@ def download_mnist(data_dir: str | os.PathLike, mirror: str = MNIST_MIRROR, time
 
     Each file is written to a temporary name and renamed when complete, so an interrupted
     download never leaves a half file behind under the real name. Returns the new paths.
+    Errors name the URL and the file it was meant for, never the temporary file; a
+    ``data_dir`` (and parents) created here are removed again when nothing was fetched into it.
     """
+    check_mirror(mirror)
     data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataError(f"{data_dir}: is a file, not a folder; give a folder for the MNIST files")
+    created = [f for f in (data_dir, *data_dir.parents) if not f.exists()]  # deepest first
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"{data_dir}: cannot create the data folder ({_reason(e)})") from None
     fetched = []
-    for stem in missing_mnist_files(data_dir):
-        url = mirror.rstrip("/") + "/" + stem + ".gz"
-        target = data_dir / (stem + ".gz")
-        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=stem, suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-                shutil.copyfileobj(response, out)
-            try:
-                read_idx(tmp)  # refuse to keep a file that does not parse
-            except DataError as e:
-                raise DataError(f"{url}: downloaded file is not a valid IDX file: {e}") from e
-            os.replace(tmp, target)
-        except (urllib.error.URLError, OSError) as e:
-            raise DataError(f"{url}: download failed ({getattr(e, 'reason', e)})") from e
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        fetched.append(target)
+    try:
+        for stem in missing_mnist_files(data_dir):
+            url = mirror.rstrip("/") + "/" + stem + ".gz"
+            fetched.append(_download_one(url, data_dir / (stem + ".gz"), timeout))
+    finally:
+        if not fetched:
+            for folder in created:  # leave no empty folder behind
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
     return fetched
+
+
+def _reason(error) -> str:
+    reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or error
+    return str(getattr(reason, "strerror", None) or reason)
+
+
+def _download_one(url: str, target: Path, timeout: float) -> Path:
+    """``url`` into ``target`` through a temporary ``.part`` file, checked as IDX before the rename."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".part")
+    except OSError as e:
+        raise DataError(f"{target}: cannot write the download of {url} ({_reason(e)})") from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                response = urllib.request.urlopen(url, timeout=timeout)
+            except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
+                raise DataError(f"{url}: download failed ({_reason(e)}); nothing written to {target}") from None
+            with response:
+                while True:
+                    try:
+                        chunk = response.read(1 << 20)
+                    except (OSError, http.client.HTTPException) as e:
+                        raise DataError(f"{url}: download failed ({_reason(e) or type(e).__name__}); "
+                                        f"nothing written to {target}") from None
+                    if not chunk:
+                        break
+                    try:
+                        out.write(chunk)
+                    except OSError as e:
+                        raise DataError(f"{target}: cannot write the download of {url} ({_reason(e)})") from None
+        try:
+            _parse_idx(Path(tmp).read_bytes(), url)  # refuse to keep a file that does not parse
+        except DataError as e:
+            raise DataError(f"{url}: downloaded file is not a valid IDX file, not saved as {target}: "
+                            f"{str(e).removeprefix(url + ': ')}") from None
+        try:
+            os.replace(tmp, target)
+        except OSError as e:
+            raise DataError(f"{target}: cannot write the download of {url} ({_reason(e)})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return target
 
 
 def load_mnist(data_dir: str | os.PathLike, download: bool = False, mirror: str = MNIST_MIRROR) -> Dataset:
@@ -159,6 +239,8 @@ def load_mnist(data_dir: str | os.PathLike, download: bool = False, mirror: str 
     data_dir = Path(data_dir)
     if download:
         download_mnist(data_dir, mirror)
+    elif data_dir.exists() and not data_dir.is_dir():
+        raise DataError(f"{data_dir}: is a file, not a folder; give the folder that holds the four MNIST files")
     elif not data_dir.is_dir():
         raise DataError(f"{data_dir}: data folder does not exist (pass --download to fetch MNIST into it)")
     missing = missing_mnist_files(data_dir)
@@ -179,6 +261,11 @@ def load_mnist(data_dir: str | os.PathLike, download: bool = False, mirror: str 
             raise DataError(
                 f"{image_path} holds {images.shape[0]} images but {label_path} holds {labels.shape[0]} labels"
             )
+        if images.shape[0] == 0:
+            raise DataError(f"{image_path}: holds no images (shape {images.shape}); the {split} split needs at least one")
+        if images.shape[1] == 0 or images.shape[2] == 0:
+            raise DataError(f"{image_path}: images of {images.shape[1]}x{images.shape[2]} pixels hold no pixels "
+                            f"(shape {images.shape})")
         if labels.size and labels.max() > 9:
             raise DataError(f"{label_path}: labels must be digits 0-9, found {int(labels.max())}")
         x = (images.reshape(len(images), -1) / 255.0).astype(np.float32)

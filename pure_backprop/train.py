@@ -50,6 +50,15 @@ def _check_network(where, network):
         raise TypeError(f"{where}: network must be a Layer or StatefulLayer, got {type(network).__name__}")
 
 
+def _check_loss(where, loss, optimizer=None, check_optimizer=False):
+    if not isinstance(loss, Loss):
+        raise TypeError(f"{where}: loss must be a Loss (forward, backward), e.g. pure_backprop.layers."
+                        f"softmax_cross_entropy, got {type(loss).__name__}")
+    if check_optimizer and not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
+        raise TypeError(f"{where}: optimizer must be an optax.GradientTransformation, e.g. optax.sgd(0.1), "
+                        f"got {type(optimizer).__name__}")
+
+
 def _check_batch_size(where, batch_size):
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"{where}: batch_size must be a positive int, got {batch_size!r}")
@@ -73,10 +82,12 @@ def make_step(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.Gradi
     """The un-jitted stateful step ``(params, state, opt_state, key, batch) -> (params, state, opt_state, loss)``
     (for any network: a plain ``Layer`` has state ``()`` and ignores the key)."""
     _check_network("make_step", network)
+    _check_loss("make_step", loss, optimizer, check_optimizer=True)
     stateful = lift(network)
 
     def step(params, state, opt_state, key, batch):
         x, targets = batch
+        _check_data("train step", x, targets)
         value, grads, state = loss_and_grads_with_state(stateful, loss, params, state, x, targets, key, True,
                                                         weight_decay)
         updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -187,6 +198,7 @@ def make_evaluate(network: Layer | StatefulLayer, loss: Loss, batch_size: int):
     the last partial batch counts exactly once. ``labels`` are integer class labels.
     See the module docstring for the two signatures."""
     _check_network("make_evaluate", network)
+    _check_loss("make_evaluate", loss)
     _check_batch_size("make_evaluate", batch_size)
     evaluate = _evaluate_fn(network, loss, batch_size)
     if isinstance(network, StatefulLayer):
@@ -229,10 +241,11 @@ def fit(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.GradientTra
     training batches as trained, augmented) and ``<name>_loss``/``<name>_accuracy`` per split.
     """
     _check_network("fit", network)
+    _check_loss("fit", loss, optimizer, check_optimizer=True)
     _check_batch_size("fit", batch_size)
     _check_batch_size("fit (eval_batch_size)", eval_batch_size)
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"fit: epochs must be a positive int, got {epochs!r}")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs < 2**31:
+        raise ValueError(f"fit: epochs must be a positive int below 2**31 (counted in int32), got {epochs!r}")
     _check_data("fit", x, labels, batch_size)
     evaluate_on = dict(evaluate_on or {})
     for name, (ex, ey) in evaluate_on.items():
