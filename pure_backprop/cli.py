@@ -23,6 +23,10 @@ import time
 from pathlib import Path
 
 EXIT_USAGE = 2
+# --model: the default epochs and dropout of each, and the options that apply to the MLP only
+MODELS = {"mlp": {"epochs": 1000, "dropout": 0.0}, "convnet": {"epochs": 300, "dropout": 0.0},
+          "deepconvnet": {"epochs": 200, "dropout": 0.5}}
+MLP_ONLY = ("hidden", "activation", "batchnorm")
 FLOAT32_MAX = 3.4028234663852886e38  # training runs in float32: larger option values would become inf
 
 
@@ -101,13 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--download", action="store_true", help="fetch missing MNIST files from --mirror")
     t.add_argument("--mirror", type=_mirror, default=None,
                    help="http(s) or file URL of the folder of MNIST .gz files (default: the standard mirror)")
-    t.add_argument("--hidden", type=_widths, default=(50,), help="hidden widths, e.g. 100,50 (default 50)")
-    t.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], default="relu")
+    t.add_argument("--model", choices=list(MODELS), default="mlp",
+                   help="mlp (MultiLayerNetExtend), convnet (SimpleConvNet) or deepconvnet (DeepConvNet)")
+    t.add_argument("--hidden", type=_widths, default=None, help="mlp hidden widths, e.g. 100,50 (default 50)")
+    t.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], default=None, help="mlp activation (default relu)")
     t.add_argument("--init", choices=["he", "xavier", "book"], default=None,
                    help="weight init: he (default for relu), xavier (default for sigmoid/tanh), book (std 0.01)")
-    t.add_argument("--batchnorm", action="store_true", help="batch normalization after each hidden affine layer")
-    t.add_argument("--dropout", type=_FRACTION, default=0.0, metavar="RATE",
-                   help="dropout after each hidden activation, dropping with probability RATE (default 0)")
+    t.add_argument("--batchnorm", action="store_true", help="mlp: batch normalization after each hidden affine layer")
+    t.add_argument("--dropout", type=_FRACTION, default=None, metavar="RATE",
+                   help="dropout after each hidden activation, dropping with probability RATE "
+                        "(default 0 for mlp, 0.5 for deepconvnet as in the book)")
     t.add_argument("--weight-decay", type=_NON_NEGATIVE, default=0.0, metavar="LAMBDA",
                    help="L2 penalty 0.5*LAMBDA*sum(W**2) on the weights (default 0)")
     t.add_argument("--validation", type=_FRACTION, default=0.2, metavar="FRACTION",
@@ -115,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd")
     t.add_argument("--lr", type=_positive(float, FLOAT32_MAX, " below 3.4e38 (float32)"), default=0.1)
     t.add_argument("--batch-size", type=_positive(int), default=100)
-    t.add_argument("--epochs", type=_positive(int, MAX_EPOCHS, " below 2**31"), default=1000)
+    t.add_argument("--epochs", type=_positive(int, MAX_EPOCHS, " below 2**31"), default=None,
+                   help="default 1000 for mlp, 300 for convnet, 200 for deepconvnet")
     t.add_argument("--augment", choices=["affine", "none"], default="affine",
                    help="random affine warps of half of each training batch (default affine)")
     t.add_argument("--seed", type=_SEED, default=0, help="the splits, the initialisation and the shuffling")
@@ -303,11 +311,45 @@ def train_command(args, stop: _StopRequest | None = None) -> int:
     return code
 
 
+def _model_options(args):
+    """Fill the per-model defaults and refuse options that do nothing for the chosen model."""
+    if args.model != "mlp":
+        for name in MLP_ONLY:
+            if getattr(args, name):
+                raise UsageError(f"--{name} applies to --model mlp only, not {args.model}")
+        if args.dropout is not None and args.model == "convnet":
+            raise UsageError("--dropout applies to --model mlp or deepconvnet, not convnet")
+        if args.init is not None and args.model == "deepconvnet":
+            raise UsageError("--init applies to --model mlp or convnet; deepconvnet uses He init")
+    args.hidden = args.hidden or (50,)
+    args.activation = args.activation or "relu"
+    args.epochs = args.epochs or MODELS[args.model]["epochs"]
+    args.dropout = MODELS[args.model]["dropout"] if args.dropout is None else args.dropout
+
+
+def _network(args, dataset):
+    """The network of ``--model`` and the shape of one input (images as ``(1, H, W)`` for CNNs)."""
+    from .network import deep_conv_net, mlp, simple_conv_net
+
+    if args.model == "mlp":
+        return mlp(args.hidden, dataset.num_classes, args.activation, init=args.init, batchnorm=args.batchnorm,
+                   drop_rate=args.dropout), dataset.x_train.shape[1:]
+    image = (1,) + tuple(dataset.image_shape)
+    if args.model == "convnet":
+        return simple_conv_net(dataset.num_classes, init=args.init or "he"), image
+    paddings = (1, 1, 1, 2, 1, 1) if tuple(dataset.image_shape) == (28, 28) else None  # the book's MNIST net
+    if paddings is None and min(dataset.image_shape) < 8:
+        raise UsageError(f"--model deepconvnet needs images of at least 8x8 pixels, got {dataset.image_shape}")
+    return deep_conv_net(dataset.num_classes, paddings=paddings, drop_rate=args.dropout), image
+
+
 def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
+    _model_options(args)
     dataset = _load(args, stop)
     if args.batch_size > len(dataset.x_train):
         raise UsageError(f"--batch-size {args.batch_size} exceeds the {len(dataset.x_train)} training samples")
-    _check_memory(args, math.prod(dataset.x_train.shape[1:]), dataset.num_classes)
+    if args.model == "mlp":
+        _check_memory(args, math.prod(dataset.x_train.shape[1:]), dataset.num_classes)
     stop.check()
 
     import jax
@@ -319,14 +361,16 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
     from .core import freeze, lift
     from .gradcheck import compare_with_jax
     from .layers import softmax_cross_entropy
-    from .network import DEFAULT_INIT, mlp
+    from .network import DEFAULT_INIT
     from .train import OPTIMIZERS, as_numpy_tree, fit
 
     start = time.perf_counter()
-    network = mlp(args.hidden, dataset.num_classes, args.activation, init=args.init, batchnorm=args.batchnorm,
-                  drop_rate=args.dropout)
+    network, sample_shape = _network(args, dataset)
+    if sample_shape != dataset.x_train.shape[1:]:
+        dataset = dataset._replace(**{k: getattr(dataset, k).reshape((-1,) + sample_shape)
+                                      for k in ("x_train", "x_val", "x_test") if getattr(dataset, k) is not None})
     key_init, key_check, key_train = jax.random.split(jax.random.PRNGKey(args.seed), 3)
-    params, state, _ = lift(network).init(key_init, (-1,) + dataset.x_train.shape[1:])
+    params, state, _ = lift(network).init(key_init, (-1,) + sample_shape)
 
     batch = (dataset.x_train[: args.batch_size], dataset.y_train[: args.batch_size])
     grad_error = compare_with_jax(freeze(network, state, key_check, True), softmax_cross_entropy, params, *batch)
@@ -366,9 +410,10 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
         return 130
 
     last = history[-1]
-    init = args.init or DEFAULT_INIT[args.activation]
+    init = args.init or (DEFAULT_INIT[args.activation] if args.model == "mlp" else "he")
     metrics = {
-        "dataset": dataset.name, "hidden": list(args.hidden), "activation": args.activation, "init": init,
+        "dataset": dataset.name, "model": args.model, "hidden": list(args.hidden) if args.model == "mlp" else None,
+        "activation": args.activation if args.model == "mlp" else "relu", "init": init,
         "batchnorm": args.batchnorm, "dropout": args.dropout, "weight_decay": args.weight_decay,
         "optimizer": args.optimizer, "lr": args.lr, "batch_size": args.batch_size,
         "augment": augment._asdict() if augment else None,
@@ -385,7 +430,8 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
     arrays = {**as_numpy_tree(result.params, "params"), **as_numpy_tree(result.state, "state")}
     _write_atomic(out / "params.npz", lambda tmp: np.savez(open(tmp, "wb"), **arrays))
     written.append(out / "params.npz")
-    title = (f"{dataset.name}: hidden {list(args.hidden)} {args.activation}, init {init}"
+    what = f"hidden {list(args.hidden)} {args.activation}" if args.model == "mlp" else args.model
+    title = (f"{dataset.name}: {what}, init {init}"
              f"{', batchnorm' if args.batchnorm else ''}{f', dropout {args.dropout}' if args.dropout else ''}"
              f"{f', weight decay {args.weight_decay}' if args.weight_decay else ''}\n{args.optimizer} lr {args.lr}, "
              f"batch {args.batch_size}, augment {args.augment}")

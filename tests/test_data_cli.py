@@ -166,3 +166,22 @@ def test_train_command_with_batch_norm_dropout_weight_decay_and_no_validation(tm
     assert metrics["val_accuracy"] is None and metrics["train_samples"] == 1437 and metrics["grad_check_max_rel_error"] < 1e-10
     files = np.load(out / "params.npz").files
     assert "state/1/mean" in files and "state/5/var" in files and "params/1/gamma" in files and "params/0/b" not in files
+
+
+def test_train_command_trains_the_convnets_on_digits_as_images(tmp_path):
+    out = tmp_path / "cnn"
+    assert main(["train", "--model", "convnet", "--epochs", "2", "--out", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == "convnet" and metrics["hidden"] is None and metrics["grad_check_max_rel_error"] < 1e-10
+    assert np.load(out / "params.npz")["params/0/W"].shape == (30, 1, 5, 5)  # OIHW filters on 1x8x8 images
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--model", "convnet", "--hidden", "10"], "--hidden applies to --model mlp only"),
+    (["--model", "deepconvnet", "--batchnorm"], "--batchnorm applies to --model mlp only"),
+    (["--model", "convnet", "--dropout", "0.2"], "--dropout applies to --model mlp or deepconvnet"),
+    (["--model", "deepconvnet", "--init", "book"], "--init applies to --model mlp or convnet"),
+])
+def test_options_that_do_not_apply_to_the_model_are_refused(argv, message, capsys, tmp_path):
+    assert main(["train", *argv, "--out", str(tmp_path / "run")]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "run").exists()
