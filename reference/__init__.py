@@ -67,7 +67,9 @@ def affine(params, x):
 
 
 def relu(params, x):
-    return jnp.where(x > 0, x, jnp.zeros_like(x))
+    # max propagates NaN (a where(x > 0, x, 0) would map it to 0); jax's derivative of max is
+    # 1/2 at a tie, x == 0, so this oracle speaks only away from the kink, where inputs are drawn.
+    return jnp.maximum(x, jnp.zeros_like(x))
 
 
 def sigmoid(params, x):

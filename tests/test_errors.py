@@ -68,3 +68,33 @@ def test_bad_configuration():
         mlp((5,), 3, "gelu")
     with pytest.raises(TypeError, match="serial: argument 1 is a int, not a Layer"):
         serial(relu, 3)
+
+
+def test_losses_refuse_integer_scores_and_predictions():
+    for forward in (mse.forward, jax.jit(mse.forward)):
+        with pytest.raises(ValueError, match=r"mse: predictions must have a floating-point dtype, got int\d+; convert with predictions.astype"):
+            forward(jnp.array([[1], [3]]), jnp.array([[1.4], [2.6]]))
+    for forward in (softmax_cross_entropy.forward, jax.jit(softmax_cross_entropy.forward)):
+        with pytest.raises(ValueError, match=r"softmax_cross_entropy: scores must have a floating-point dtype, got int\d+"):
+            forward(jnp.zeros((2, 3), jnp.int32), jnp.array([0, 1]))
+        with pytest.raises(ValueError, match=r"softmax_cross_entropy: scores must have a floating-point dtype, got bool"):
+            forward(jnp.zeros((2, 3), bool), jnp.array([0, 1]))
+
+
+def test_labels_must_be_an_integer_array():
+    scores = jnp.zeros((3, 4))
+    for forward in (softmax_cross_entropy.forward, jax.jit(softmax_cross_entropy.forward)):
+        with pytest.raises(ValueError, match=r"softmax_cross_entropy: targets must be an array, got a Python list; wrap it in jnp.asarray"):
+            forward(scores, [0, 1, 2])
+        with pytest.raises(ValueError, match=r"softmax_cross_entropy: labels of shape \(3,\) must be integers, got dtype float\d+; cast with labels.astype\(jnp.int32\), or pass target rows of shape \(3, 4\)"):
+            forward(scores, jnp.array([0.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"must be integers, got dtype bool"):
+        softmax_cross_entropy.forward(scores, jnp.array([True, False, True]))
+    with pytest.raises(ValueError, match=r"mse: targets must be an array, got a Python tuple"):
+        mse.forward(jnp.zeros((2, 1)), ((1.0,), (2.0,)))
+
+
+def test_negative_soft_targets_are_refused():
+    scores = jnp.zeros((2, 3))
+    with pytest.raises(ValueError, match=r"softmax_cross_entropy: targets must be non-negative \(probabilities, one-hot or counts\), got -0.5 at row 1, column 2"):
+        softmax_cross_entropy.forward(scores, jnp.array([[0.2, 0.3, 0.5], [0.7, 0.8, -0.5]]))

@@ -14,6 +14,12 @@ Numerics: the forward is evaluated with ``e = exp(-|x|)`` in ``(0, 1]``, ``y = 1
 for ``x >= 0`` and ``y = e / (1 + e)`` for ``x < 0``, so no branch overflows even at
 ``|x| = 1e4`` in float32. ``1 - y`` is kept as ``sigmoid(-x)``, computed the same way,
 rather than subtracted from ``y``: at ``x = 30``, ``1 - y`` would lose all but 3 digits.
+So ``y``, ``1 - y`` and ``dx = (dy * y) * (1 - y)`` are products and quotients of positive
+numbers, accurate to a few ulps relative over the whole finite range (measured against
+77-digit arithmetic in ``tests/test_precision.py``: at most 1.7 ulps for ``y`` and 2.5 for
+``dx`` at ``dy = 1``, float64 and float32), including where ``y`` or ``dx`` underflow
+(``x`` toward -745 in float64, where they round to subnormals or, with XLA's flush to zero on
+CPU, to 0, as the true values do). NaN gives NaN; ``x = +-inf`` gives 1 or 0 and ``dx = 0``.
 """
 
 from __future__ import annotations

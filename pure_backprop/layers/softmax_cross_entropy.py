@@ -7,10 +7,35 @@ shape ``(N, C)``, or integer labels of shape ``(N,)`` turned into one-hot rows):
     L = -sum(t * log(p)) / N
 
 Backward: the seed note walks seven graph nodes (exp, sum, 1/x, multiply, log,
-multiply by t, sum, times -1; see ``pure_backprop.graphs.softmax_cross_entropy_graph``)
-and everything cancels down to::
+multiply by t, sum, times -1; see ``pure_backprop.graphs.softmax_cross_entropy_graph``).
+For one row ``n``, with ``s_n = sum_c t_nc`` (the row's total target mass)::
 
-    dx = dL * (p - t) / N
+    log p_nc   = x_nc - log(sum_k exp(x_nk))
+    d log p_nc / d x_nj = [c == j] - p_nj                  # the log-sum-exp's derivative is p
+    dL / dx_nj = -(1/N) * sum_c t_nc * ([c == j] - p_nj)
+               = -(1/N) * (t_nj - p_nj * sum_c t_nc)
+               = (p_nj * s_n - t_nj) / N
+
+so, with ``s = sum(t, axis=1, keepdims=True)``::
+
+    dx = dL * (p * s - t) / N
+
+which is the note's ``(p - t) / N`` exactly when every row sums to 1 (labels, one-hot and
+probability rows). Rows that do not (all-zero rows, multi-hot rows, counts, unnormalised
+label smoothing) need the ``p * s`` term: ``(p - t) / N`` would be wrong there. An all-zero
+row contributes nothing to the loss and gets a zero gradient.
+
+Target values. Entries must be non-negative: ``-sum(t * log p)`` has no minimum in ``x`` for a
+negative ``t`` (it is a cross-entropy only for ``t >= 0``), so concrete targets with a
+negative entry raise ``ValueError``. Under ``jit`` the values are unknown at trace time and
+are not checked; the gradient above is still the exact gradient of the formula.
+
+Dtypes. Scores must be floating point (integer or bool scores raise ``ValueError``). Soft
+targets are not cast to the scores' dtype: the loss is computed in their common floating
+dtype (``jnp.result_type``; float16 scores with float32 targets compute in float32) and
+``dx`` is returned in the scores' dtype, like ``jax.grad``. Integer labels make one-hot rows
+in the scores' dtype. Labels must be an integer array: float labels, and Python lists, raise
+``ValueError`` naming the argument.
 
 Numerics: ``log p`` is computed as ``z - log(sum(exp(z)))`` with ``z = x - max(x)``, so
 logits of +-1e4 neither overflow nor produce ``log(0)``; no ``log(p + 1e-7)`` fudge, which
@@ -30,11 +55,37 @@ from ..core import Loss, is_traced
 NAME = "softmax_cross_entropy"
 
 
+def require_array(name: str, arg: str, x):
+    """``x`` is an array (or a scalar), not a Python list or tuple whose dtype would be guessed."""
+    if isinstance(x, (list, tuple)):
+        raise ValueError(f"{name}: {arg} must be an array, got a Python {type(x).__name__}; wrap it in jnp.asarray(...)")
+
+
+def require_floating(name: str, arg: str, x):
+    """``x`` is a floating-point array: scores and predictions are never integers."""
+    require_array(name, arg, x)
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(
+            f"{name}: {arg} must have a floating-point dtype, got {dtype}; convert with {arg}.astype(jnp.float32)"
+        )
+
+
 def targets_as_probabilities(name: str, scores, targets):
-    """One-hot rows for integer labels (NaN rows for labels out of range), checked rows otherwise."""
+    """Target rows for ``scores``: one-hot rows (NaN rows for labels out of range) in the
+    scores' dtype for integer labels; otherwise the checked rows in the common floating
+    dtype of scores and targets, to which the scores must be promoted too."""
+    require_floating(name, "scores", scores)
     require_rank(name, "scores", scores, rank=2, hint=" (batch, classes)")
+    require_array(name, "targets", targets)
     n, c = scores.shape
-    if jnp.issubdtype(jnp.result_type(targets), jnp.integer) and jnp.ndim(targets) != 2:
+    kind = jnp.result_type(targets)
+    if jnp.ndim(targets) == 1 and not jnp.issubdtype(kind, jnp.integer):
+        raise ValueError(
+            f"{name}: labels of shape {jnp.shape(targets)} must be integers, got dtype {kind}; "
+            f"cast with labels.astype(jnp.int32), or pass target rows of shape {(n, c)}"
+        )
+    if jnp.issubdtype(kind, jnp.integer) and jnp.ndim(targets) != 2:
         if jnp.shape(targets) != (n,):
             raise ValueError(
                 f"{name}: integer labels must have shape {(n,)} for scores of shape {scores.shape}, "
@@ -56,20 +107,31 @@ def targets_as_probabilities(name: str, scores, targets):
             f"{name}: targets shape {jnp.shape(targets)} does not match scores shape {scores.shape} "
             f"(one-hot targets need one column per class)"
         )
-    return jnp.asarray(targets, scores.dtype)
+    if not is_traced(targets):
+        concrete = np.asarray(targets)
+        negative = np.argwhere(concrete < 0)
+        if len(negative):
+            row, col = negative[0]
+            raise ValueError(
+                f"{name}: targets must be non-negative (probabilities, one-hot or counts), got "
+                f"{concrete[row, col]} at row {row}, column {col}; -sum(t * log p) has no minimum for negative t"
+            )
+    return jnp.asarray(targets, jnp.result_type(scores, targets))
 
 
 def forward(scores, targets):
     t = targets_as_probabilities(NAME, scores, targets)
-    z = scores - jax.lax.stop_gradient(jnp.max(scores, axis=1, keepdims=True))
+    x = scores.astype(t.dtype)
+    z = x - jax.lax.stop_gradient(jnp.max(x, axis=1, keepdims=True))
     log_p = z - jnp.log(jnp.sum(jnp.exp(z), axis=1, keepdims=True))
     loss = -jnp.sum(t * log_p) / scores.shape[0]
-    return loss, (jnp.exp(log_p), t)
+    return loss, (jnp.exp(log_p), t, jnp.zeros((), scores.dtype))  # the last: dx's dtype
 
 
 def backward(residuals, dloss):
-    p, t = residuals
-    return dloss * (p - t) / p.shape[0]
+    p, t, like_scores = residuals
+    row_mass = jnp.sum(t, axis=1, keepdims=True)  # s_n; exactly 1 for labels and one-hot rows
+    return (dloss * (p * row_mass - t) / p.shape[0]).astype(like_scores.dtype)
 
 
 softmax_cross_entropy = Loss(forward, backward)

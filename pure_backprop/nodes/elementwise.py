@@ -11,6 +11,12 @@ Log (natural log, so no ``ln`` factor, as the note remarks)::
 Reciprocal (the note's ``1/x`` node)::
 
     y = 1 / x             dx = -dy / x**2 = -dy * y**2
+
+Numerics: each is within a few ulps of the exact value over the whole finite range of float64
+and float32 (``tests/test_precision.py`` measures them against 77-digit arithmetic: ``exp``
+1.2 ulps, float32 4.1 just below overflow, which is XLA's kernel; ``log`` 0.5-1; ``1/x`` 0.5
+and its ``dx = (-dy * y) * y`` 1.7). ``exp``'s ``dx`` multiplies by ``y``, so where ``exp(x)``
+overflows ``dx`` is ``+-inf`` even for ``|dy| < 1``, as ``jax.grad`` gives; NaN propagates.
 """
 
 from __future__ import annotations
