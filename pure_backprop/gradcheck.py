@@ -19,21 +19,35 @@ What is compared. A seeded random cotangent ``dy`` turns the layer into the scal
   changes one column of ``x @ W``), so it costs a fraction of a forward per entry instead of
   two whole forwards; ``mode="fast"``: ``directions`` random
   unit directions ``v`` per leaf, ``(phi(t + h v) - phi(t - h v)) / 2h`` against
-  ``<hand, v>``, which is 2 forwards per direction. ``order=4`` uses the five-point stencil.
+  ``<hand, v>``, which is 4 forwards per direction (at ``+-h`` and ``+-2h``, the latter to
+  tell kinks from curvature, below). ``order=4`` uses the five-point stencil.
 
 Everything runs in float64 inside a scoped ``jax.enable_x64`` (the caller's global setting is
 untouched); float32 and integer inputs are promoted, never truncated, and the report says so.
 
+Fast mode passes a leaf only when every direction agrees cleanly; a leaf whose hand gradient
+disagrees with ``jax.vjp`` at some entry, or one of whose directions disagrees with the
+numerical derivative, meets a kink (a jump, below) or gives a non-finite value, is checked
+entry by entry as in full mode, and its row then shows the worst entry. A passing fast row
+shows the worst direction ``vN`` and the three derivatives along it.
+
 Kinks. Where a function has a kink within the step (ReLU at 0, a max with ties), the
 one-sided differences ``(phi(t + h) - phi(t)) / h`` and ``(phi(t) - phi(t - h)) / h``
-disagree. An entry that fails but has such a jump, and whose hand value lies between the
-two one-sided values (a valid subgradient), is reported as a kink, not a failure.
-The same probe is run on entries where the hand value and ``jax.vjp`` disagree.
+disagree. Where ``phi`` merely curves they disagree too, by ``h * phi''``; the same quotients
+at ``2h`` tell the two apart: the jump ``2 J(h) - J(2h)`` (``J`` being right minus left
+quotient) removes the curvature term and leaves the kink's jump. An entry that fails, whose
+jump exceeds 10 times the tolerance, and whose hand value lies between the one-sided
+derivatives (a valid subgradient, within the tolerance plus 5 % of the jump) is reported as a
+kink, not a failure; where the hand value and ``jax.vjp`` disagree, both must lie there.
 
 A leaf passes when, for every entry that is not a kink,
 ``|hand - oracle| <= atol + rtol * scale``, ``scale`` being the largest magnitude of the
 leaf's hand or oracle gradient (``rtol=1e-10`` against jax, ``1e-6`` against finite
-differences; ``atol`` defaults to the rounding noise of the difference quotient).
+differences; ``atol`` defaults to the rounding noise of the difference quotient). Every
+comparison fails closed: a NaN or infinite hand gradient, ``jax.vjp`` gradient, forward
+output or numerical value fails its leaf, and the report names the entry and the value.
+Settings that would make the check meaningless (a zero or negative step, memory bound or
+tolerance, an empty batch, nothing to differentiate) are refused with a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -41,6 +55,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import operator
 import types
 from typing import Any
 
@@ -53,7 +68,6 @@ from .core import Layer, Loss, serial, with_targets
 
 EPS = float(np.finfo(np.float64).eps)
 _STENCILS = {2: ((1.0, -1.0), (0.5, -0.5)), 4: ((1.0, -1.0, 2.0, -2.0), (8 / 12, -8 / 12, -1 / 12, 1 / 12))}
-_MAX_PROBES = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,10 +96,12 @@ class Report:
     promoted: tuple  # the input dtypes that were promoted to float64
     leaves: tuple
     problems: tuple = ()
+    directions: int = 3
 
     @property
     def ok(self) -> bool:
-        return not self.problems and all(leaf.ok for leaf in self.leaves)
+        """True only when there is something checked and every leaf passed."""
+        return bool(self.leaves) and not self.problems and all(leaf.ok for leaf in self.leaves)
 
     @property
     def kinks(self) -> int:
@@ -94,12 +110,22 @@ class Report:
     def __str__(self):
         promoted = f", promoted from {'/'.join(self.promoted)}" if self.promoted else ""
         lines = [f"gradcheck {self.name}: mode={self.mode}, float64{promoted}: {'ok' if self.ok else 'FAILED'}"]
+        lines.append("  " + rows_legend(self.mode, self.directions))
         lines += [f"  problem: {p}" for p in self.problems]
         lines.append(format_rows([(self.name, leaf) for leaf in self.leaves]))
         return "\n".join(lines)
 
 
 _HEADER = ("case", "leaf", "shape", "rel err jax", "rel err numerical", "worst", "hand", "jax", "numerical", "kinks", "status")
+
+
+def rows_legend(mode: str, directions: int = 3) -> str:
+    """What a row of the table compares, in ``mode``: one line for the report's header."""
+    if mode == "full":
+        return "rows: each leaf's worst entry (i, j); hand, jax, numerical: d<y, dy>/d(entry)"
+    return (f"rows: each leaf's worst of {directions} random unit directions vN; hand, jax, numerical: "
+            "d<y, dy>/d(vN); an entry (i, j) where the leaf needed the entry-by-entry check "
+            "(a kink, a disagreement, a non-finite value)")
 
 
 def format_rows(rows) -> str:
@@ -132,23 +158,95 @@ def check(layer: Layer, params, x, *, mode: str = "fast", seed: int = 0, directi
     """Check ``layer.backward`` at ``(params, x)`` against ``jax.vjp`` and finite differences.
 
     ``mode``: "fast" (``directions`` random directions per leaf) or "full" (every entry).
-    ``order``: 2 (central difference) or 4 (five-point stencil); ``step`` defaults to
+    ``order``: 2 (central difference) or 4 (five-point stencil); ``step`` (> 0) defaults to
     ``eps**(1/3)`` or ``eps**(1/5)``, scaled by the magnitude of each entry (full) or leaf (fast).
-    ``memory_mb`` bounds one full-mode chunk: it holds ``memory_mb`` MiB divided by the bytes
+    ``rtol_jax``, ``rtol_num`` and ``atol`` (>= 0) are the tolerances described in the module.
+    ``memory_mb`` (> 0) bounds one full-mode chunk: it holds ``memory_mb`` MiB divided by the bytes
     of every intermediate of one forward (as if all were dense), perturbed evaluations.
+    Raises ``ValueError`` for a setting out of range, an empty batch, a leaf that is not a real
+    number, or a layer with nothing to check.
     """
-    if mode not in ("fast", "full"):
-        raise ValueError(f"gradcheck: mode must be 'fast' or 'full', got {mode!r}")
-    if order not in _STENCILS:
-        raise ValueError(f"gradcheck: order must be 2 or 4, got {order!r}")
-    if directions < 1:
-        raise ValueError(f"gradcheck: directions must be >= 1, got {directions}")
-    step = step or EPS ** (1 / (order + 1))
+    _check_settings(mode, seed, directions, order, step, rtol_jax, rtol_num, atol, memory_mb)
+    step = EPS ** (1 / (order + 1)) if step is None else float(step)
     with jax.enable_x64(True):
         promoted = set()
         params, x = _promote(params, promoted), _promote(x, promoted)
+        _check_inputs(layer, params, x)
         return _check(layer, params, x, mode, seed, directions, order, step, rtol_jax, rtol_num, atol,
                       memory_mb, name, tuple(sorted(promoted)))
+
+
+def _number(value):
+    """``value`` as a float if it is a real number (not a bool), else None."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _integer(value):
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def _check_settings(mode, seed, directions, order, step, rtol_jax, rtol_num, atol, memory_mb):
+    """Refuse the settings under which a check could not mean anything, naming the argument and the fix."""
+    if mode not in ("fast", "full"):
+        raise ValueError(f"gradcheck: mode must be 'fast' or 'full', got {mode!r}")
+    if _integer(order) not in _STENCILS:
+        raise ValueError(f"gradcheck: order must be 2 or 4, got {order!r}")
+    if _integer(directions) is None or directions < 1:
+        raise ValueError(f"gradcheck: directions must be an integer >= 1, got {directions!r}; pass e.g. directions=3")
+    if _integer(seed) is None or not 0 <= seed < 2**63:
+        raise ValueError(f"gradcheck: seed must be an integer in [0, 2**63), got {seed!r}; pass e.g. seed=0")
+    value = None if step is None else _number(step)
+    if step is not None and not (value is not None and math.isfinite(value) and value > 0):
+        raise ValueError(f"gradcheck: step must be a finite number > 0 (the finite-difference step, relative to "
+                         f"the entries' magnitude), got {step!r}; pass e.g. step=1e-5, or None for the default")
+    for arg, given, default in (("rtol_jax", rtol_jax, "1e-10"), ("rtol_num", rtol_num, "1e-6"), ("atol", atol, None)):
+        if given is None and default is None:
+            continue
+        value = _number(given)
+        if not (value is not None and math.isfinite(value) and value >= 0):
+            fix = f"pass e.g. {arg}={default} (the default)" if default else "pass e.g. atol=1e-9, or None for the rounding noise"
+            raise ValueError(f"gradcheck: {arg} must be a finite number >= 0 (a tolerance), got {given!r}; {fix}")
+    value = _number(memory_mb)
+    if not (value is not None and math.isfinite(value) and value > 0):
+        raise ValueError(f"gradcheck: memory_mb must be a finite number > 0 (MiB for one compiled full-mode chunk), "
+                         f"got {memory_mb!r}; pass e.g. memory_mb=256 (the default)")
+
+
+def _check_inputs(layer, params, x):
+    """Refuse an empty batch, a leaf that is not a real number, and a layer with nothing to check."""
+    entries = 0
+    for keypath, leaf in jax.tree_util.tree_flatten_with_path((params, x))[0]:
+        arg = ("params" if keypath[0].idx == 0 else "x") + jax.tree_util.keystr(keypath[1:])
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            raise ValueError(f"gradcheck: {arg} has dtype {leaf.dtype}; gradcheck differentiates real floating "
+                             "(or integer, promoted to float64) values only: close over the others in the layer")
+        if keypath[0].idx == 1 and leaf.size == 0:
+            raise ValueError(f"gradcheck: x is an empty batch ({arg} has shape {tuple(leaf.shape)}); "
+                             "give at least one example")
+        entries += leaf.size
+    if not entries:
+        raise ValueError("gradcheck: params and x hold no entries to check; give the layer at least one "
+                         "parameter or input entry")
+    y = jax.eval_shape(lambda p, v: layer.forward(p, v)[0], params, x)
+    outputs = 0
+    for keypath, leaf in jax.tree_util.tree_flatten_with_path(y)[0]:
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            raise ValueError(f"gradcheck: the layer's output y{jax.tree_util.keystr(keypath)} has dtype {leaf.dtype}; "
+                             "the output checked must be floating")
+        outputs += math.prod(leaf.shape)
+    if not outputs:
+        raise ValueError("gradcheck: the layer's output y has no entries, so there is nothing to check; "
+                         "give an input for which the layer returns at least one value")
 
 
 def _phi(layer, treedef, leaves, dy):
@@ -169,7 +267,7 @@ def _base(layer, params, x, key):
     hand = layer.backward(params, residuals, dy)
     _, vjp = jax.vjp(lambda p, v: layer.forward(p, v)[0], params, x)
     magnitude = _vdot(jax.tree_util.tree_map(jnp.abs, y), jax.tree_util.tree_map(jnp.abs, dy))
-    return dy, hand, vjp(dy), _vdot(y, dy), magnitude
+    return dy, hand, vjp(dy), _vdot(y, dy), magnitude, y
 
 
 @functools.partial(jax.jit, static_argnames=("layer", "treedef", "j"))
@@ -192,10 +290,10 @@ def _moved_along(layer, treedef, j, leaves, dy, directions, step, offsets):
 
 class _Leaf:
     """What the comparisons of one leaf need: its values, gradients, tolerances and
-    a chunked evaluator of ``phi`` with single entries moved."""
+    a chunked evaluator of ``phi`` with single entries moved. ``hand`` and ``oracle`` are finite."""
 
-    def __init__(self, ctx, j, hand, oracle):
-        self.ctx, self.j = ctx, j
+    def __init__(self, ctx, j, path, hand, oracle):
+        self.ctx, self.j, self.path = ctx, j, path
         self.value = np.asarray(ctx.leaves[j])
         self.hand, self.oracle = hand.ravel(), oracle.ravel()
         self.steps = ctx.step * np.maximum(1.0, np.abs(self.value)).ravel()
@@ -223,77 +321,131 @@ class _Leaf:
         values = np.concatenate(out).reshape(len(indices), len(offsets))
         return [values[:, k] for k in range(len(offsets))]
 
-    def jax_kinks(self):
-        """Entries where hand and jax disagree but both are subgradients at a kink."""
-        kinks = np.zeros(self.hand.size, bool)
-        bad = np.flatnonzero(np.abs(self.hand - self.oracle) > self.tol_jax)
-        if bad.size:
-            probe = bad[np.argsort(-np.abs(self.hand - self.oracle)[bad])][:_MAX_PROBES]
-            plus, minus = self.moved(probe, (1.0, -1.0))
-            lo, hi = _one_sided(plus, minus, self.ctx.phi0, self.steps[probe])
-            kinks[probe] = _is_kink(self.hand[probe], lo, hi, self.tol_num) & _is_kink(self.oracle[probe], lo, hi, self.tol_num)
-        return kinks
+    def report(self, abs_jax, abs_num, scale_num, worst, at, kinks, ok, problem=""):
+        return LeafReport(self.path, tuple(self.value.shape), abs_jax, abs_jax / self.scale if self.scale else abs_jax,
+                          abs_num, abs_num / scale_num if scale_num else abs_num, worst,
+                          float(at[0]), float(at[1]), float(at[2]), int(kinks), bool(ok), problem)
 
-    def full(self, kink_jax):
-        offsets, weights = _STENCILS[self.ctx.order]
-        values = self.moved(np.arange(self.hand.size), offsets)
-        numerical = sum(w * v for w, v in zip(weights, values)) / self.steps
-        lo, hi = _one_sided(values[0], values[1], self.ctx.phi0, self.steps)
-        diff_jax, diff_num = np.abs(self.hand - self.oracle), np.abs(self.hand - numerical)
-        kinks = kink_jax | ((diff_num > self.tol_num) & _is_kink(self.hand, lo, hi, self.tol_num))
-        failing = ((diff_num > self.tol_num) | (diff_jax > self.tol_jax)) & ~kinks
-        abs_num = float(np.max(np.where(kinks, 0.0, diff_num)))
-        violation = np.where(kinks, -1.0, np.maximum(diff_jax / max(self.tol_jax, 1e-300), diff_num / self.tol_num))
-        w = int(np.argmax(violation))
-        return (abs_num, abs_num / self.scale if self.scale else abs_num, _index(w, self.value.shape),
-                (self.hand[w], self.oracle[w], numerical[w]), int(kinks.sum()), not failing.any())
-
-    def fast(self, kink_jax, directions):
-        """``directions`` random unit directions; a direction that meets a kink sends the
-        leaf to the entry-by-entry check, where kinks can be told from errors."""
+    def full(self):
+        """Every entry against ``jax.vjp`` and its central difference; failing entries are
+        probed at ``+-2h`` as well, and excused only where they are kinks (``_Kink``)."""
         ctx = self.ctx
         offsets, weights = _STENCILS[ctx.order]
+        values = self.moved(np.arange(self.hand.size), offsets)
+        numerical = sum(w * v for w, v in zip(weights, values)) / self.steps
+        diff_jax, diff_num = np.abs(self.hand - self.oracle), np.abs(self.hand - numerical)
+        ok_jax, ok_num = diff_jax <= self.tol_jax, diff_num <= self.tol_num  # NaN compares False: fails
+        kinks = np.zeros(self.hand.size, bool)
+        suspects = np.flatnonzero(~(ok_jax & ok_num))
+        if suspects.size:
+            far = (values[2][suspects], values[3][suspects]) if len(values) == 4 else self.moved(suspects, (2.0, -2.0))
+            kink = _Kink(values[0][suspects], values[1][suspects], *far, ctx.phi0, self.steps[suspects], self.tol_num)
+            kinks[suspects] = kink.contains(self.hand[suspects]) & (ok_jax[suspects] | kink.contains(self.oracle[suspects]))
+        failing = ~(ok_jax & ok_num) & ~kinks
+        violation = np.where(kinks, -1.0, np.maximum(_ratio(diff_jax, self.tol_jax), _ratio(diff_num, self.tol_num)))
+        w = int(np.argmax(violation))
+        problem = ""
+        if failing.any() and not np.isfinite(numerical[w]):
+            problem = f"non-finite numerical {_index(w, self.value.shape)} = {numerical[w]}"
+        return self.report(float(np.max(np.where(kinks, 0.0, diff_jax))), float(np.max(np.where(kinks, 0.0, diff_num))),
+                           self.scale, _index(w, self.value.shape), (self.hand[w], self.oracle[w], numerical[w]),
+                           kinks.sum(), not failing.any(), problem)
+
+    def fast(self, directions):
+        """``directions`` random unit directions. The leaf passes here only if ``jax.vjp`` agrees
+        at every entry and every direction agrees with its central difference, finitely and
+        without a jump; otherwise it is checked entry by entry, where kinks can be told from errors."""
+        ctx = self.ctx
+        diff_jax = np.abs(self.hand - self.oracle)
+        if not np.all(diff_jax <= self.tol_jax):
+            return self.full()
         v = np.random.default_rng((ctx.seed, self.j)).standard_normal((directions, self.hand.size))
         v = (v / np.linalg.norm(v, axis=1, keepdims=True)).reshape((directions,) + self.value.shape)
         h = ctx.step * max(1.0, float(np.max(np.abs(self.value))))
         values = np.asarray(_moved_along(ctx.layer, ctx.treedef, self.j, ctx.leaves, ctx.dy, jnp.asarray(v), h,
-                                         jnp.asarray(offsets, jnp.float64)))
-        numerical = sum(w * values[:, k] for k, w in enumerate(weights)) / h
-        lo, hi = _one_sided(values[:, 0], values[:, 1], ctx.phi0, h)
+                                         jnp.asarray(_FAST_OFFSETS, jnp.float64)))
+        numerical = sum(w * values[:, k] for k, w in enumerate(_STENCILS[ctx.order][1])) / h
         flat_v = v.reshape(directions, -1)
         hand_dir, oracle_dir = flat_v @ self.hand, flat_v @ self.oracle
         scale = max(float(np.linalg.norm(self.hand)), float(np.linalg.norm(self.oracle)))
         tol = ctx.noise * math.sqrt(self.hand.size) + ctx.rtol_num * scale
         diff = np.abs(hand_dir - numerical)
-        if np.any((diff > tol) & _is_kink(hand_dir, lo, hi, tol)):
-            return self.full(kink_jax)
-        failing_jax = (np.abs(self.hand - self.oracle) > self.tol_jax) & ~kink_jax
-        abs_num = float(np.max(diff))
-        if (diff > tol).any() and not failing_jax.any():
-            d = int(np.argmax(diff))
-            worst, values_at = f"v{d}", (hand_dir[d], oracle_dir[d], numerical[d])
-        else:
-            w = int(np.argmax(np.where(kink_jax, -1.0, np.abs(self.hand - self.oracle))))
-            worst, values_at = _index(w, self.value.shape), (self.hand[w], self.oracle[w], math.nan)
-        ok = not (diff > tol).any() and not failing_jax.any()
-        return abs_num, abs_num / scale if scale else abs_num, worst, values_at, int(kink_jax.sum()), ok
+        jump = _Kink(*values.T, ctx.phi0, h, tol).jump
+        if not (np.all(diff <= tol) and np.all(np.abs(jump) <= tol)):  # NaN fails both
+            return self.full()
+        d = int(np.argmax(diff))
+        return self.report(float(np.max(diff_jax)), float(np.max(diff)), scale, f"v{d}",
+                           (hand_dir[d], oracle_dir[d], numerical[d]), 0, True)
+
+
+_FAST_OFFSETS = (1.0, -1.0, 2.0, -2.0)  # the order-4 stencil's points; order 2 uses the first two
+
+
+class _Kink:
+    """The one-sided difference quotients of ``phi`` at ``+-h`` and ``+-2h`` (for entries, or
+    along directions). Where ``phi`` curves, each quotient is off by ``O(h)``: right minus left
+    is ``h * phi''`` at ``h`` and twice that at ``2h``; at a kink it is the jump at both. The
+    Richardson combinations ``2 q(h) - q(2h)`` remove the ``O(h)`` term, so ``jump`` is
+    ``O(h**2)`` on a smooth function and the kink's jump at a kink."""
+
+    def __init__(self, plus, minus, plus2, minus2, phi0, h, tol):
+        right, left = (plus - phi0) / h, (phi0 - minus) / h
+        right2, left2 = (plus2 - phi0) / (2 * h), (phi0 - minus2) / (2 * h)
+        right0, left0 = 2 * right - right2, 2 * left - left2
+        self.jump = right0 - left0
+        self.lo = np.minimum(np.minimum(right, left), np.minimum(right0, left0))  # NaN propagates
+        self.hi = np.maximum(np.maximum(right, left), np.maximum(right0, left0))
+        self.tol = tol
+
+    def contains(self, value):
+        """A kink (the jump exceeds 10 tolerances) and ``value`` between the one-sided derivatives
+        (a subgradient), within the tolerance plus 5 % of the jump for the quotients' own error."""
+        jump = np.abs(self.jump)
+        margin = self.tol + 0.05 * jump
+        return (jump > 10 * self.tol) & (value >= self.lo - margin) & (value <= self.hi + margin)
+
+
+def _ratio(diff, tol):
+    """``diff / tol``, infinite where ``diff`` is NaN or ``tol`` is 0 and ``diff`` is not."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ratio = diff / tol if tol > 0 else np.where(diff > 0, np.inf, 0.0)
+    return np.where(np.isnan(diff), np.inf, ratio)
+
+
+def _nonfinite(what, array, shape) -> str:
+    """'' if ``array`` is finite, else its first non-finite entry and value, and how many there are."""
+    bad = np.flatnonzero(~np.isfinite(array))
+    if not bad.size:
+        return ""
+    more = f" ({bad.size} non-finite entries)" if bad.size > 1 else ""
+    return f"non-finite {what} {_index(bad[0], shape)} = {array.ravel()[bad[0]]}{more}"
+
+
+def _failed(path, shape, worst, at, problem):
+    return LeafReport(path, shape, math.nan, math.nan, math.nan, math.nan, worst, float(at[0]), float(at[1]),
+                      float(at[2]), 0, False, problem)
 
 
 def _check(layer, params, x, mode, seed, directions, order, step, rtol_jax, rtol_num, atol, memory_mb, name, promoted):
     key_dy = jax.random.PRNGKey(seed)
     leaves, treedef = jax.tree_util.tree_flatten((params, x))
     paths = [_path(p) for p, _ in jax.tree_util.tree_flatten_with_path((params, x))[0]]
-    dy, hand, oracle, phi0, magnitude = _base(layer, params, x, key_dy)
+    dy, hand, oracle, phi0, magnitude, y = _base(layer, params, x, key_dy)
     hand_leaves, hand_def = jax.tree_util.tree_flatten(hand)
     if hand_def != jax.tree_util.tree_structure(oracle):
         problem = f"backward returned (grads, dx) with structure {hand_def}, expected {treedef}"
-        return Report(name, mode, promoted, (), (problem,))
+        return Report(name, mode, promoted, (), (problem,), directions)
+    # a non-finite output leaves nothing to compare against: every leaf fails, naming it
+    forward = next((p for p in (_nonfinite("forward y" + jax.tree_util.keystr(k), np.asarray(a), np.shape(a))
+                                for k, a in jax.tree_util.tree_flatten_with_path(y)[0]) if p), "")
+    noise = atol if atol is not None else 64 * EPS * max(float(magnitude), abs(float(phi0))) / step
+    if not forward and not (math.isfinite(float(phi0)) and math.isfinite(noise)):
+        forward = f"non-finite <y, dy> = {float(phi0)} or rounding noise = {noise}: the output is too large to check"
     dy_leaves, dy_def = jax.tree_util.tree_flatten(dy)
     ctx = types.SimpleNamespace(
         bytes_per_move=functools.cache(lambda: perturb.dense_bytes(_flat_phi(layer, treedef, len(leaves), dy_def), list(leaves) + dy_leaves)),
         layer=layer, treedef=treedef, leaves=leaves, dy=dy, seed=seed, phi0=float(phi0), order=order,
-        step=step, rtol_jax=rtol_jax, rtol_num=rtol_num, memory_mb=memory_mb,
-        noise=atol if atol is not None else 64 * EPS * max(float(magnitude), abs(float(phi0))) / step,
+        step=step, rtol_jax=rtol_jax, rtol_num=rtol_num, memory_mb=memory_mb, noise=noise,
     )
     reports = []
     for j, (path, h_leaf, o_leaf) in enumerate(zip(paths, hand_leaves, jax.tree_util.tree_leaves(oracle))):
@@ -305,13 +457,19 @@ def _check(layer, params, x, mode, seed, directions, order, step, rtol_jax, rtol
             continue
         if h_leaf.size == 0:
             continue
-        leaf = _Leaf(ctx, j, h_leaf, o_leaf)
-        kink_jax = leaf.jax_kinks()
-        abs_jax = float(np.max(np.where(kink_jax, 0.0, np.abs(leaf.hand - leaf.oracle))))
-        abs_num, rel_num, worst, at, kinks, ok = leaf.full(kink_jax) if mode == "full" else leaf.fast(kink_jax, directions)
-        reports.append(LeafReport(path, shape, abs_jax, abs_jax / leaf.scale if leaf.scale else abs_jax, abs_num,
-                                  rel_num, worst, float(at[0]), float(at[1]), float(at[2]), kinks, bool(ok)))
-    return Report(name, mode, promoted, tuple(reports))
+        if forward:
+            reports.append(_failed(path, shape, "-", (math.nan,) * 3, forward))
+            continue
+        problem = _nonfinite("hand", h_leaf, shape) or _nonfinite("jax", o_leaf, shape)
+        if problem:
+            bad = ~np.isfinite(h_leaf.ravel())
+            w = int(np.argmax(bad if bad.any() else ~np.isfinite(o_leaf.ravel())))  # the entry named
+            reports.append(_failed(path, shape, _index(w, shape), (h_leaf.ravel()[w], o_leaf.ravel()[w], math.nan), problem))
+            continue
+        leaf = _Leaf(ctx, j, path, h_leaf, o_leaf)
+        reports.append(leaf.full() if mode == "full" else leaf.fast(directions))
+    problems = (forward,) if forward else ()
+    return Report(name, mode, promoted, tuple(reports), problems, directions)
 
 
 def chunk_size(memory_mb, bytes_per_move) -> int:
@@ -324,15 +482,6 @@ def _index(flat_index, shape) -> str:
     return str(tuple(int(i) for i in np.unravel_index(flat_index, shape))) if shape else "()"
 
 
-def _is_kink(value, lo, hi, tol):
-    """The one-sided derivatives jump (by far more than the tolerance) and ``value`` lies
-    between them: a subgradient at a kink. The margin allows for the O(h) error of the
-    one-sided quotients themselves."""
-    jump = hi - lo
-    margin = tol + 0.05 * jump
-    return (jump > 10 * tol) & (value >= lo - margin) & (value <= hi + margin)
-
-
 def _path(keypath) -> str:
     head, rest = keypath[0], keypath[1:]
     text = jax.tree_util.keystr(rest)
@@ -341,11 +490,6 @@ def _path(keypath) -> str:
 
 def _vdot(a, b):
     return sum(jnp.vdot(u, v) for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
-
-
-def _one_sided(plus, minus, phi0, h):
-    forward, backward = (plus - phi0) / h, (phi0 - minus) / h
-    return np.minimum(forward, backward), np.maximum(forward, backward)
 
 
 def check_pair(forward, backward, params, x, **kwargs) -> Report:
@@ -369,7 +513,8 @@ def assert_close(layer: Layer, params, x, **kwargs) -> Report:
 
 def compare_with_jax(network: Layer, loss: Loss, params, x, targets) -> float:
     """Max relative error, over all parameter leaves, of the hand gradient of ``network + loss``
-    against ``jax.grad``, computed in float64 (each leaf's error over its largest entry)."""
+    against ``jax.grad``, computed in float64 (each leaf's error over its largest entry);
+    ``inf`` if either gradient has a non-finite entry, so that no comparison can pass it."""
     from .core import loss_and_grads
 
     with jax.enable_x64(True):
@@ -385,4 +530,6 @@ def compare_with_jax(network: Layer, loss: Loss, params, x, targets) -> float:
             float(jnp.max(jnp.abs(a - b)) / jnp.maximum(jnp.max(jnp.abs(b)), 1e-300))
             for a, b in zip(jax.tree_util.tree_leaves(hand), jax.tree_util.tree_leaves(oracle))
         ]
+    if not all(math.isfinite(e) for e in errors):  # max() would drop a NaN
+        return math.inf
     return max(errors, default=0.0)
