@@ -507,7 +507,7 @@ def check_command(args, stop: _StopRequest | None = None) -> int:
     case on stderr, then one table; exit 1 on failure. Ctrl-C stops after the running case."""
     import jax
 
-    from .gradcheck import check, format_rows
+    from .gradcheck import check, format_rows, rows_legend
     from .registry import CASES
 
     if args.list:
@@ -532,6 +532,7 @@ def check_command(args, stop: _StopRequest | None = None) -> int:
         print(f"[{i}/{len(cases)}] {case.name}: {'ok' if report.ok else 'FAILED'} ({time.perf_counter() - start:.1f} s)",
               file=sys.stderr, flush=True)
     print(f"pure-backprop check: mode={args.mode}, float64, seed {args.seed}; oracles: jax.vjp and finite differences")
+    print(rows_legend(args.mode))
     print(format_rows(rows))
     for p in problems:
         print("problem:", p)

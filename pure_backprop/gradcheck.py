@@ -64,7 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import perturb
-from .core import Layer, Loss, serial, with_targets
+from .core import Layer, Loss, StatefulLayer, freeze, serial, with_targets
 
 EPS = float(np.finfo(np.float64).eps)
 _STENCILS = {2: ((1.0, -1.0), (0.5, -0.5)), 4: ((1.0, -1.0, 2.0, -2.0), (8 / 12, -8 / 12, -1 / 12, 1 / 12))}
@@ -152,10 +152,15 @@ def _promote(tree, promoted):
     return jax.tree_util.tree_map(one, tree)
 
 
-def check(layer: Layer, params, x, *, mode: str = "fast", seed: int = 0, directions: int = 3, order: int = 2,
-          step: float | None = None, rtol_jax: float = 1e-10, rtol_num: float = 1e-6, atol: float | None = None,
-          memory_mb: float = 256, name: str = "layer") -> Report:
+def check(layer: Layer | StatefulLayer, params, x, *, mode: str = "fast", seed: int = 0, directions: int = 3,
+          order: int = 2, step: float | None = None, rtol_jax: float = 1e-10, rtol_num: float = 1e-6,
+          atol: float | None = None, memory_mb: float = 256, name: str = "layer", state=(), key=None,
+          train: bool = True) -> Report:
     """Check ``layer.backward`` at ``(params, x)`` against ``jax.vjp`` and finite differences.
+
+    A ``StatefulLayer`` is checked as ``core.freeze(layer, state, key, train)``: with its state
+    and key held fixed (dropout's mask does not move between evaluations) and, by default, in
+    train mode, where batch statistics depend on ``x``.
 
     ``mode``: "fast" (``directions`` random directions per leaf) or "full" (every entry).
     ``order``: 2 (central difference) or 4 (five-point stencil); ``step`` (> 0) defaults to
@@ -167,6 +172,10 @@ def check(layer: Layer, params, x, *, mode: str = "fast", seed: int = 0, directi
     number, or a layer with nothing to check.
     """
     _check_settings(mode, seed, directions, order, step, rtol_jax, rtol_num, atol, memory_mb)
+    if isinstance(layer, StatefulLayer):
+        layer = freeze(layer, state, key, train)
+    elif state != () or key is not None:
+        raise ValueError("gradcheck: state and key apply to a StatefulLayer; this layer is a plain Layer")
     step = EPS ** (1 / (order + 1)) if step is None else float(step)
     with jax.enable_x64(True):
         promoted = set()
@@ -514,22 +523,26 @@ def assert_close(layer: Layer, params, x, **kwargs) -> Report:
 def compare_with_jax(network: Layer, loss: Loss, params, x, targets) -> float:
     """Max relative error, over all parameter leaves, of the hand gradient of ``network + loss``
     against ``jax.grad``, computed in float64 (each leaf's error over its largest entry);
-    ``inf`` if either gradient has a non-finite entry, so that no comparison can pass it."""
-    from .core import loss_and_grads
-
+    ``inf`` if either gradient has a non-finite entry, so that no comparison can pass it.
+    Both gradients come from one compiled program (eagerly, every small operation of a deep
+    network would compile on its own: seconds before the first epoch)."""
     with jax.enable_x64(True):
         params = _promote(params, set())
         x = _promote(x, set())
-
-        def value(p):
-            return loss.forward(network.forward(p, x)[0], targets)[0]
-
-        _, hand = loss_and_grads(network, loss, params, x, targets)
-        oracle = jax.grad(value)(params)
-        errors = [
-            float(jnp.max(jnp.abs(a - b)) / jnp.maximum(jnp.max(jnp.abs(b)), 1e-300))
-            for a, b in zip(jax.tree_util.tree_leaves(hand), jax.tree_util.tree_leaves(oracle))
-        ]
+        errors = [float(e) for e in _gradient_errors(network, loss, params, x, targets)]
     if not all(math.isfinite(e) for e in errors):  # max() would drop a NaN
         return math.inf
     return max(errors, default=0.0)
+
+
+@functools.partial(jax.jit, static_argnames=("network", "loss"))
+def _gradient_errors(network, loss, params, x, targets):
+    from .core import loss_and_grads
+
+    def value(p):
+        return loss.forward(network.forward(p, x)[0], targets)[0]
+
+    _, hand = loss_and_grads(network, loss, params, x, targets)
+    oracle = jax.grad(value)(params)
+    return [jnp.max(jnp.abs(a - b)) / jnp.maximum(jnp.max(jnp.abs(b)), 1e-300)
+            for a, b in zip(jax.tree_util.tree_leaves(hand), jax.tree_util.tree_leaves(oracle))]

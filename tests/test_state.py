@@ -234,6 +234,10 @@ def test_a_stateful_layer_written_outside_the_package_works_with_serial_trainer_
     assert int(new_state[1]["calls"]) == 1
     report = gradcheck.check(freeze(net, state, None, True), params, x, mode="full")
     assert report.ok, str(report)
+    direct = gradcheck.check(net, params, x, mode="full", state=state)  # the same, frozen by the checker
+    assert direct.ok and [leaf.abs_num for leaf in direct.leaves] == [leaf.abs_num for leaf in report.leaves]
+    with pytest.raises(ValueError, match="state and key apply to a StatefulLayer"):
+        gradcheck.check(affine(2), {"W": jnp.ones((5, 2)), "b": jnp.zeros(2)}, x, state=state)
     loss, acc = make_evaluate(net, softmax_cross_entropy, 16)(p, s, x, y)
     assert 0 <= float(acc) <= 1 and np.isfinite(float(loss))
 
