@@ -131,9 +131,7 @@ API_ROWS = [
     pytest.param(lambda tmp: affine(4).forward(PARAMS[0], jnp.ones(5)), ValueError,
                  r"affine: x must have at least 2 axes, got shape \(5,\)", id="affine-rank-1"),
     pytest.param(lambda tmp: affine(4).forward(PARAMS[0], X[:0]), ValueError, r"affine: .*empty",
-                 id="affine-empty-batch",
-                 marks=pytest.mark.xfail(strict=False, reason="affine.forward on an empty batch: a ZeroDivisionError "
-                                                              "from reshape; affine.py is outside this change")),
+                 id="affine-empty-batch"),
     pytest.param(lambda tmp: batch_norm(momentum=1.0), ValueError, r"batch_norm: momentum must be a float in \[0, 1\)",
                  id="batch_norm-momentum"),
     pytest.param(lambda tmp: batch_norm(eps=0), ValueError, r"batch_norm: eps must be a positive finite float",

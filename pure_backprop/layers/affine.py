@@ -78,6 +78,8 @@ def _check_keys(params, bias):
 def _check(x, W, b):
     require_rank("affine", "x", x, min_rank=2, hint=" (a batch axis first, then features)")
     require_rank("affine", "W", W, rank=2)
+    if x.shape[0] == 0:
+        raise ValueError(f"affine: x is an empty batch (shape {x.shape}); give at least one sample")
     features = math.prod(x.shape[1:])
     if features != W.shape[0]:
         raise ValueError(
