@@ -2,7 +2,7 @@
 SimpleConvNet and DeepConvNet, batch 100, 1x28x28 input, float32.
 
 For each layer, in one run: the hand layer (``method="auto"``, and each forced formulation:
-im2col, conv form, mixed), ``jax.vjp`` of the ``lax`` forward (as in ``reference/conv.py``), and a
+im2col, conv form, mixed, offsets), ``jax.vjp`` of the ``lax`` forward (as in ``reference/conv.py``), and a
 faithful NumPy port of the book's ``Convolution``/``Pooling`` with ``im2col``/``col2im``
 (``common/util.py``; its ``np.zeros`` make ``col`` float64, as in the book). JAX functions are
 jit-compiled and timed after compilation; the JAX variants of a layer are timed in interleaved
@@ -147,7 +147,7 @@ def variants(kind, C, H, filters, kernel, stride, padding):
     if kind == "conv":
         params, out_shape = conv2d(filters, kernel, stride, padding).init(key, x.shape)
         params["b"] = jnp.linspace(-0.1, 0.1, filters, dtype=jnp.float32)
-        hand = {m: hand_step(conv2d(filters, kernel, stride, padding, method=m)) for m in ("auto", "im2col", "conv", "mixed")}
+        hand = {m: hand_step(conv2d(filters, kernel, stride, padding, method=m)) for m in ("auto", "im2col", "conv", "mixed", "offsets")}
         reference = vjp_step(lax_conv(stride, padding))
         book = lambda p, v, d: book_convolution(np.asarray(p["W"]), np.asarray(p["b"]), v, d, stride, padding)  # noqa: E731
     else:
@@ -177,7 +177,7 @@ def check(fns, args):
 
 
 def main():
-    columns = ["hand auto", "hand im2col", "hand conv", "hand mixed", "jax.vjp", "book NumPy"]
+    columns = ["hand auto", "hand im2col", "hand conv", "hand mixed", "hand offsets", "jax.vjp", "book NumPy"]
     print(f"forward + backward, median ms over {ROUNDS} interleaved rounds x {REPEATS} calls (book: {BOOK_REPEATS}), "
           f"batch {N}, float32, "
           f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind}), jax {jax.__version__}")

@@ -25,7 +25,7 @@ from pathlib import Path
 EXIT_USAGE = 2
 # --model: the default epochs and dropout of each, and the options that apply to the MLP only
 MODELS = {"mlp": {"epochs": 1000, "dropout": 0.0}, "convnet": {"epochs": 300, "dropout": 0.0},
-          "deepconvnet": {"epochs": 200, "dropout": 0.5}}
+          "deepconvnet": {"epochs": 50, "dropout": 0.5}}
 MLP_ONLY = ("hidden", "activation", "batchnorm")
 FLOAT32_MAX = 3.4028234663852886e38  # training runs in float32: larger option values would become inf
 
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=_positive(float, FLOAT32_MAX, " below 3.4e38 (float32)"), default=0.1)
     t.add_argument("--batch-size", type=_positive(int), default=100)
     t.add_argument("--epochs", type=_positive(int, MAX_EPOCHS, " below 2**31"), default=None,
-                   help="default 1000 for mlp, 300 for convnet, 200 for deepconvnet")
+                   help="default 1000 for mlp, 300 for convnet, 50 for deepconvnet")
     t.add_argument("--augment", choices=["affine", "none"], default="affine",
                    help="random affine warps of half of each training batch (default affine)")
     t.add_argument("--seed", type=_SEED, default=0, help="the splits, the initialisation and the shuffling")

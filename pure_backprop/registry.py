@@ -11,6 +11,7 @@ Losses enter as ``with_targets(loss, targets)`` so they are layers like the rest
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -18,10 +19,11 @@ import jax
 import jax.numpy as jnp
 
 from . import graphs, nodes
-from .core import Layer, freeze, serial, with_targets
+from .core import Layer, StatefulLayer, freeze, serial, with_targets
 from .layers import affine, batch_norm, dropout, mse, relu, sigmoid, softmax_cross_entropy, tanh, with_weight_decay
 from .layers import avg_pool2d, conv2d, flatten, max_pool2d
-from .network import mlp
+from .layers.windows import windows
+from .network import deep_conv_net, mlp, simple_conv_net
 
 
 class Case(NamedTuple):
@@ -112,14 +114,24 @@ def batch_norm_state(features):
     return {"mean": jnp.linspace(-0.5, 0.5, features), "var": jnp.linspace(0.5, 2.0, features)}
 
 
+@functools.lru_cache(maxsize=None)
+def _frozen_batch_norm(train, features):
+    """One frozen layer per mode and width, so that the checker's compiled functions (cached per
+    layer object) serve every seed."""
+    return freeze(batch_norm(), batch_norm_state(features), None, train)
+
+
 def _batch_norm(train):
     def build(key, shape):
         k_init, k_x = jax.random.split(key)
-        layer = batch_norm()
-        params, _, _ = layer.init(k_init, shape)
-        return freeze(layer, batch_norm_state(shape[1]), None, train), _jitter(k_init, params), normal(k_x, shape), None
+        layer = _frozen_batch_norm(train, shape[1])
+        params, _ = layer.init(k_init, shape)
+        return layer, _jitter(k_init, params), normal(k_x, shape), None
 
     return build
+
+
+_DROPOUT = {train: freeze(dropout(DROP_RATE), (), DROPOUT_KEY if train else None, train) for train in (True, False)}
 
 
 def _weight_decay(key, shape):
@@ -139,6 +151,104 @@ def _mlp_extend(key, shape, classes=4):
     t = labels(k_t, (shape[0], classes))
     layer = serial(freeze(net, state, DROPOUT_KEY, True), with_targets(softmax_cross_entropy, t))
     return with_weight_decay(layer, WEIGHT_DECAY), (_jitter(k_init, params), ()), normal(k_x, shape), t
+
+
+SIMPLE_CONV_NET = dict(out_dim=4, filters=3, kernel_size=3, hidden=6)
+# one convolution per plan of conv2d's "auto": 1->4 (K = 9) im2col, 4->4 (K = 36) the convolution
+# form, 4->3 with pad 2 (over-padded, like the book's pad-2 layer) offsets. Kept this small because
+# full-mode finite differences compile one program per parameter leaf (about 1.5 s each here).
+DEEP_CONV_NET = dict(out_dim=4, blocks=((4, 4), (3,)), paddings=(1, 1, 2), hidden=5, drop_rate=DROP_RATE)
+
+
+def _simple_kinds(config):
+    """The layers of ``simple_conv_net``, in order, as ``(kind, padding)`` (network.py's docstring)."""
+    return (("conv", 0), ("relu", None), ("pool", None), ("flatten", None), ("affine", None), ("relu", None),
+            ("affine", None))
+
+
+def _deep_kinds(config):
+    """The layers of ``deep_conv_net``, in order, as ``(kind, padding)`` (network.py's docstring)."""
+    kinds, pads = [], iter(config["paddings"])
+    for block in config["blocks"]:
+        kinds += [k for _ in block for k in (("conv", next(pads)), ("relu", None))] + [("pool", None)]
+    return tuple(kinds) + (("flatten", None), ("affine", None), ("relu", None), ("dropout", None), ("affine", None),
+                           ("dropout", None))
+
+
+def _kink_gap(kinds, params, x):
+    """How close the forward of a conv network comes to a kink: the smallest ``|input|`` of a
+    ReLU, and the smallest gap between the maximum of a 2x2 max pooling window and its
+    runner-up, over windows whose maximum is positive (a window of ReLU zeros ties too, but
+    flatly: no small step lifts an entry off 0). Replays the layers from ``kinds``; it stops at
+    the first dropout, after which these networks are smooth."""
+    if len(kinds) != len(params):
+        raise ValueError(f"_kink_gap: {len(kinds)} layer kinds for {len(params)} layers")
+    gap, h = jnp.inf, x
+    for (kind, pad), p in zip(kinds, params):
+        if kind == "conv":
+            h = conv2d(p["W"].shape[0], p["W"].shape[2:], padding=pad).forward(p, h)[0]
+        elif kind == "affine":
+            h = h @ p["W"] + p["b"][None, :]
+        elif kind == "relu":
+            gap, h = jnp.minimum(gap, jnp.min(jnp.abs(h))), jnp.maximum(h, 0.0)
+        elif kind == "pool":
+            top2 = -jnp.sort(-jnp.stack(windows(h, (2, 2), (2, 2), (0, 0), -jnp.inf)), axis=0)[:2]
+            gap = jnp.minimum(gap, jnp.min(jnp.where(top2[0] > 0, top2[0] - top2[1], jnp.inf)))
+            h = top2[0]
+        elif kind == "flatten":
+            h = h.reshape(h.shape[0], -1)
+        else:
+            break
+    return gap
+
+
+def _he_jittered(z, structure):
+    """Params shaped like ``structure`` (``ShapeDtypeStruct`` leaves) from the standard normal
+    entries ``z``: He weights (``std sqrt(2 / fan_in)``, ``fan_in`` the product of all but the
+    first axis of an OIHW kernel, the first axis of an affine matrix) and biases of std 0.1, the
+    distribution of ``_jitter(net.init(...))`` up to the jitter's 0.1 on the weights. Unused
+    entries of ``z`` are returned too."""
+    leaves, treedef = jax.tree_util.tree_flatten(structure)
+    out, start = [], 0
+    for leaf in leaves:
+        size = math.prod(leaf.shape)
+        fan_in = math.prod(leaf.shape[1:]) if len(leaf.shape) == 4 else leaf.shape[0]
+        std = math.sqrt(2.0 / fan_in) if len(leaf.shape) > 1 else 0.1
+        out.append(std * z[start:start + size].reshape(leaf.shape).astype(leaf.dtype))
+        start += size
+    return treedef.unflatten(out), z[start:]
+
+
+def _conv_network(make, kinds, config, margin=1e-3, tries=20, classes=4):
+    """A small CNN (``make(**config)``) with its loss and integer labels, a ``StatefulLayer``
+    frozen in train mode with ``DROPOUT_KEY``; params drawn by ``_he_jittered`` (nonzero
+    biases, like ``_network``'s jitter) and params and input redrawn (``fold_in(key, attempt)``)
+    until no ReLU input lies within ``margin`` of 0 and no pooled window's maximum within
+    ``margin`` of its runner-up (``_kink_gap``), so no finite-difference step meets a kink."""
+
+    net = make(**config)  # one network object per case: its layers' compiled functions serve every build
+    layer = freeze(net, tuple(() for _ in kinds(config)), DROPOUT_KEY, True) if isinstance(net, StatefulLayer) else net
+
+    def build(key, shape):
+        structure = jax.eval_shape(lambda k: net.init(k, shape)[0], key)
+        n_params = sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(structure))
+
+        @jax.jit  # one compilation, one normal draw: XLA compiles each random draw apart, about
+        def draw(k):  # 0.3-1 s each, which a draw per leaf (as net.init does) would multiply
+            k_z, k_t = jax.random.split(k)
+            params, rest = _he_jittered(jax.random.normal(k_z, (n_params + math.prod(shape),)), structure)
+            x = rest.reshape(shape)
+            return params, x, labels(k_t, (shape[0], classes)), _kink_gap(kinds(config), params, x)
+
+        for attempt in range(tries):
+            params, x, t, gap = draw(jax.random.fold_in(key, attempt))
+            if float(gap) >= margin:
+                break
+        else:
+            raise RuntimeError(f"_conv_network: no draw clear of kinks by {margin} in {tries} tries, shape {shape}")
+        return serial(layer, with_targets(softmax_cross_entropy, t)), (params, ()), x, t
+
+    return build
 
 
 def distinct(key, shape):
@@ -184,26 +294,33 @@ CASES: tuple[Case, ...] = (
     # dropout with its key held fixed, the weight-decay penalty, and MultiLayerNetExtend with all three
     Case("batch_norm_train", "layer", _batch_norm(True), ((4, 3), (6, 5), (3, 2, 3, 4))),
     Case("batch_norm_eval", "layer", _batch_norm(False), ((4, 3), (3, 2, 3, 4))),
-    Case("dropout", "layer", lambda k, s: (freeze(dropout(DROP_RATE), (), DROPOUT_KEY, True), (), normal(k, s), None),
-         ((4, 5), (2, 3, 4, 4))),
-    Case("dropout_eval", "layer", _unary(freeze(dropout(DROP_RATE), (), None, False)), ((4, 5),)),
+    Case("dropout", "layer", _unary(_DROPOUT[True]), ((4, 5), (2, 3, 4, 4))),
+    Case("dropout_eval", "layer", _unary(_DROPOUT[False]), ((4, 5),)),
     Case("weight_decay", "loss", _weight_decay, ((5, 4),)),
     Case("mlp_extend", "network", _mlp_extend, ((6, 7),)),
     # chapter 7: convolution and pooling. conv2d: each formulation at stride 1 and 2, padding 0, 1
     # and 2, non-square inputs and filters, batch 1; (7 + 4 - 3) % 2 = 0 but (6 - 3) % 2 = 1 leaves
-    # a remainder column. "auto" at (1, 4, 5, 6) runs "mixed" (K = 36, over-padded), at (2, 1, 4, 5)
+    # a remainder column. "auto" at (1, 4, 5, 6) runs "offsets" (K = 36, over-padded), at (2, 1, 4, 5)
     # im2col. Max pooling draws distinct values (no ties: a tie is a kink).
     Case("conv2d_im2col", "layer", _with_params(conv2d(4, (3, 2), padding=1, method="im2col")), ((2, 3, 7, 6), (1, 2, 5, 8))),
     Case("conv2d_im2col_stride2", "layer", _with_params(conv2d(3, 3, stride=2, padding=(2, 0), method="im2col")), ((2, 2, 7, 6),)),
     Case("conv2d_conv", "layer", _with_params(conv2d(4, (3, 2), padding=1, method="conv")), ((2, 3, 7, 6),)),
     Case("conv2d_conv_stride2", "layer", _with_params(conv2d(3, 3, stride=2, padding=(2, 0), method="conv")), ((2, 2, 7, 6),)),
     Case("conv2d_auto", "layer", _with_params(conv2d(2, 3, padding=2)), ((1, 4, 5, 6), (2, 1, 4, 5))),
+    Case("conv2d_offsets", "layer", _with_params(conv2d(4, (3, 2), padding=(2, 1), method="offsets")), ((2, 3, 7, 6),)),
+    Case("conv2d_offsets_stride2", "layer", _with_params(conv2d(3, 3, stride=2, padding=(2, 0), method="offsets")),
+         ((2, 2, 7, 6),)),
     Case("conv2d_unpadded", "layer", _with_params(conv2d(3, (2, 3), stride=(2, 1), method="conv")), ((1, 3, 6, 7),)),
     Case("max_pool2d", "layer", _unary(max_pool2d(2, stride=2, padding=1), distinct), ((2, 3, 7, 6),)),
     Case("max_pool2d_overlap", "layer", _unary(max_pool2d((3, 2), stride=(2, 1), padding=1), distinct), ((2, 2, 7, 6),)),
     Case("avg_pool2d", "layer", _unary(avg_pool2d(2, stride=2, padding=1)), ((2, 3, 7, 6),)),
     Case("avg_pool2d_overlap", "layer", _unary(avg_pool2d((3, 2), stride=(2, 1), padding=1)), ((2, 2, 7, 6),)),
     Case("flatten", "layer", _unary(flatten), ((2, 3, 4, 5),)),
+    # chapter 7-8 networks with their loss: SimpleConvNet (6x6 -> conv 3x3 -> 4x4 -> pool -> 2x2),
+    # the deep CNN in train mode, dropout masks drawn from DROPOUT_KEY (4x4 -> conv -> conv -> pool
+    # -> 2x2 -> conv pad 2 -> 4x4 -> pool -> 2x2); inputs clear of kinks (_conv_network)
+    Case("simple_conv_net", "network", _conv_network(simple_conv_net, _simple_kinds, SIMPLE_CONV_NET), ((2, 1, 6, 6),)),
+    Case("deep_conv_net", "network", _conv_network(deep_conv_net, _deep_kinds, DEEP_CONV_NET), ((2, 1, 4, 4),)),
 )
 
 BY_NAME = {case.name: case for case in CASES}

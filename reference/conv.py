@@ -1,4 +1,5 @@
-"""Independent reference forwards for chapter 7: convolution, pooling, flatten.
+"""Independent reference forwards for chapters 7 and 8: convolution, pooling, flatten, and the
+two convolutional networks with their loss.
 
 Nothing here imports ``pure_backprop``; each function takes ``(params, x)`` like a layer's
 forward and returns only the output, written straight from ``jax.lax``'s own operations (no
@@ -9,8 +10,12 @@ maximum of a window, like the book's argmax; ``jnp.max`` over reshaped windows w
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jax import lax
+
+from . import affine, relu, softmax_cross_entropy
+from .regularization import dropout
 
 
 def _pair(v):
@@ -51,3 +56,42 @@ def avg_pool2d(window, stride=None, padding=0):
 
 def flatten(params, x):
     return x.reshape(x.shape[0], -1)
+
+
+# --- the networks of chapters 7 and 8, with softmax cross-entropy ---------------------------
+# ``params`` is the package's tuple, one entry per layer of the ``serial`` stack (``()`` for a
+# layer without parameters), so the layers are walked in the documented order.
+
+def simple_conv_net(params, x, targets):
+    """SimpleConvNet: conv (stride 1, pad 0) -> ReLU -> max pool 2x2 stride 2 -> flatten ->
+    affine -> ReLU -> affine, then the mean softmax cross-entropy."""
+    conv, _, _, _, hidden, _, out = params
+    h = max_pool2d(2, 2)(None, relu(None, conv2d(1, 0)(conv, x)))
+    scores = affine(out, relu(None, affine(hidden, flatten(None, h))))
+    return softmax_cross_entropy(scores, targets)
+
+
+def deep_conv_net(blocks, paddings, drop_rate, key):
+    """The deep CNN in train mode: per block, ``conv 3x3 (its padding) -> ReLU`` per width and a
+    2x2 max pool; then flatten -> affine -> ReLU -> dropout -> affine -> dropout, and the loss.
+    Layer ``i`` of the stack draws its dropout mask from ``jax.random.split(key, n_layers)[i]``
+    (the documented rule of ``serial``)."""
+    widths = [w for block in blocks for w in block]
+    n_layers = 2 * len(widths) + len(blocks) + 6
+
+    def forward(params, x, targets):
+        assert len(params) == n_layers, (len(params), n_layers)
+        keys = jax.random.split(key, n_layers)
+        h, i, pads = x, 0, iter(paddings)
+        for block in blocks:
+            for _ in block:
+                h = relu(None, conv2d(1, next(pads))(params[i], h))
+                i += 2
+            h = max_pool2d(2, 2)(None, h)
+            i += 1
+        h = relu(None, affine(params[i + 1], flatten(None, h)))           # flatten, affine, ReLU
+        h = dropout(drop_rate, keys[i + 3])(None, h)
+        scores = dropout(drop_rate, keys[i + 5])(None, affine(params[i + 4], h))
+        return softmax_cross_entropy(scores, targets)
+
+    return forward

@@ -8,10 +8,16 @@ import numpy as np
 import pytest
 from jax import lax
 
+import optax
+
 import reference.conv as ref7
 from pure_backprop import gradcheck, serial
-from pure_backprop.layers import avg_pool2d, conv2d, flatten, max_pool2d
+from pure_backprop.layers import avg_pool2d, conv2d, flatten, max_pool2d, softmax_cross_entropy
 from pure_backprop.layers.conv2d import auto_plan
+from pure_backprop.core import StatefulLayer
+from pure_backprop.network import deep_conv_net, simple_conv_net
+from pure_backprop.registry import _he_jittered
+from pure_backprop.train import make_train_step
 
 
 def _params(layer, in_shape, seed=0):
@@ -71,12 +77,12 @@ SHAPES = [  # (x shape, filters, kernel, stride, padding); the registry has stri
 
 
 @pytest.mark.parametrize("x_shape,filters,kernel,stride,padding", SHAPES)
-def test_im2col_conv_and_mixed_agree_with_each_other_and_with_jax_vjp(x_shape, filters, kernel, stride, padding):
+def test_the_four_formulations_agree_with_each_other_and_with_jax_vjp(x_shape, filters, kernel, stride, padding):
     x = jax.random.normal(jax.random.PRNGKey(1), x_shape)
     params, out_shape = _params(conv2d(filters, kernel, stride, padding), x_shape)
     dy = jax.random.normal(jax.random.PRNGKey(2), out_shape)
     results = {m: _hand(conv2d(filters, kernel, stride, padding, method=m), params, x, dy)
-               for m in ("im2col", "conv", "mixed")}
+               for m in ("im2col", "conv", "mixed", "offsets")}
     y, vjp = jax.vjp(ref7.conv2d(stride, padding), params, x)
     (expected_grads, expected_dx) = vjp(dy)
     expected = (y, expected_grads["W"], expected_grads["b"], expected_dx)
@@ -123,9 +129,9 @@ def test_batch_of_one_equals_the_rows_of_a_larger_batch():
     ((16, 3, 3, 3), (1, 1), "im2col"),      # K = 27, an RGB input
     ((16, 16, 3, 3), (1, 1), "conv"),       # K = 144
     ((32, 16, 3, 3), (1, 1), "conv"),       # the stride does not enter the rule
-    ((32, 32, 3, 3), (2, 2), "mixed"),      # DeepConvNet's pad-2 layer: over-padded
+    ((32, 32, 3, 3), (2, 2), "offsets"),    # DeepConvNet's pad-2 layer: over-padded
     ((16, 16, 5, 5), (2, 2), "conv"),       # 2 * 2 = 5 - 1: output as large as the input, not larger
-    ((16, 16, 5, 5), (3, 2), "mixed"),
+    ((16, 16, 5, 5), (3, 2), "offsets"),
 ])
 def test_auto_picks_what_the_docstring_says(w_shape, padding, plan):
     assert auto_plan(w_shape, padding) == plan
@@ -179,6 +185,77 @@ def test_flatten_round_trip_and_shapes_through_a_small_network():
     y, residuals = net.forward(params, x)
     grads, dx = net.backward(params, residuals, jnp.ones_like(y))
     assert y.shape == (2, 36) and dx.shape == x.shape and grads[0]["W"].shape == (4, 3, 3, 3)
+
+
+# --- SimpleConvNet and the deep CNN: shapes, and training steps against jax.grad -------------
+
+BOOK_PADDINGS = (1, 1, 1, 2, 1, 1)  # the book's DeepConvNet on MNIST: 28 -> 14 -> 16 -> 8 -> 4
+NETWORKS = [  # (id, network, its reference's forward given the step's key, input shape, weight shapes)
+    ("simple-28", simple_conv_net(), lambda key: ref7.simple_conv_net, (2, 1, 28, 28),
+     [(30, 1, 5, 5), (30,), (30 * 12 * 12, 100), (100,), (100, 10), (10,)]),
+    ("simple-8", simple_conv_net(), lambda key: ref7.simple_conv_net, (2, 1, 8, 8),
+     [(30, 1, 5, 5), (30,), (30 * 2 * 2, 100), (100,), (100, 10), (10,)]),
+    ("deep-8", deep_conv_net(), lambda key: ref7.deep_conv_net(((16, 16), (32, 32), (64, 64)), (1,) * 6, 0.5, key),
+     (2, 1, 8, 8), [(16, 1, 3, 3), (16,), (16, 16, 3, 3), (16,), (32, 16, 3, 3), (32,), (32, 32, 3, 3), (32,),
+                    (64, 32, 3, 3), (64,), (64, 64, 3, 3), (64,), (64 * 1 * 1, 50), (50,), (50, 10), (10,)]),
+    ("deep-28-book", deep_conv_net(paddings=BOOK_PADDINGS),
+     lambda key: ref7.deep_conv_net(((16, 16), (32, 32), (64, 64)), BOOK_PADDINGS, 0.5, key),
+     (2, 1, 28, 28), [(16, 1, 3, 3), (16,), (16, 16, 3, 3), (16,), (32, 16, 3, 3), (32,), (32, 32, 3, 3), (32,),
+                      (64, 32, 3, 3), (64,), (64, 64, 3, 3), (64,), (64 * 4 * 4, 50), (50,), (50, 10), (10,)]),
+]
+
+
+def _init(net, in_shape, key):
+    """``(params, state, out_shape)`` for a ``Layer`` or a ``StatefulLayer`` (state ``()`` for a ``Layer``)."""
+    out = net.init(key, in_shape)
+    return (out[0], (), out[1]) if len(out) == 2 else out
+
+
+@pytest.mark.parametrize("name,net,reference,in_shape,weights", NETWORKS, ids=[n[0] for n in NETWORKS])
+def test_conv_nets_init_to_the_documented_shapes(name, net, reference, in_shape, weights):
+    out_shape = {}
+
+    def shapes(key):  # abstract: no weights are drawn
+        params, _, out_shape["y"] = _init(net, (-1,) + in_shape[1:], key)
+        return params
+
+    params = jax.eval_shape(shapes, jax.random.PRNGKey(0))
+    assert out_shape["y"] == (-1, 10)
+    assert [leaf.shape for leaf in jax.tree_util.tree_leaves(params)] == weights
+
+
+@pytest.mark.parametrize("name,net,reference,in_shape,weights", NETWORKS, ids=[n[0] for n in NETWORKS])
+def test_conv_net_training_steps_match_jax_grad_of_the_reference(name, net, reference, in_shape, weights):
+    """Three SGD steps in float64: the hand step (``make_train_step``: hand backward) and the
+    step with ``jax.grad`` of the independent reference forward, dropout masks from the same key."""
+    # He weights and biases of std 0.1 from one normal draw (net.init draws each leaf apart, and
+    # each draw of a new shape costs a compilation); both networks keep no state (dropout has none)
+    structure, state = jax.eval_shape(lambda k: _init(net, in_shape, k)[:2], jax.random.PRNGKey(0))
+    n = sum(leaf.size for leaf in jax.tree_util.tree_leaves(structure))
+    params, _ = _he_jittered(jax.random.normal(jax.random.PRNGKey(0), (n,), jnp.float64), structure)
+    params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), params)
+    x = jax.random.normal(jax.random.PRNGKey(1), in_shape, jnp.float64)
+    labels = jnp.arange(in_shape[0]) % 10
+    optimizer = optax.sgd(0.1)
+    hand_step = make_train_step(net, softmax_cross_entropy, optimizer)
+
+    @jax.jit
+    def oracle_step(p, key):
+        loss, grads = jax.value_and_grad(lambda q: reference(key)(q, x, labels))(p)
+        return jax.tree_util.tree_map(lambda a, g: a - 0.1 * g, p, grads), loss
+
+    hand, oracle, opt_state = params, params, optimizer.init(params)
+    for i in range(3):
+        key = jax.random.PRNGKey(10 + i)
+        if not isinstance(net, StatefulLayer):
+            hand, opt_state, hand_loss = hand_step(hand, opt_state, (x, labels))
+        else:
+            hand, state, opt_state, hand_loss = hand_step(hand, state, opt_state, key, (x, labels))
+        oracle, oracle_loss = oracle_step(oracle, key)
+        np.testing.assert_allclose(hand_loss, oracle_loss, rtol=1e-9)
+        for a, b in zip(jax.tree_util.tree_leaves(hand), jax.tree_util.tree_leaves(oracle)):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    assert not np.allclose(jax.tree_util.tree_leaves(hand)[0], jax.tree_util.tree_leaves(params)[0])  # it moved
 
 
 # --- errors --------------------------------------------------------------------------------

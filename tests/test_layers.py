@@ -17,7 +17,7 @@ import reference as ref
 import reference.conv as ref7
 import reference.regularization as ref6
 from pure_backprop import gradcheck
-from pure_backprop.registry import CASES, DROP_RATE, DROPOUT_KEY, WEIGHT_DECAY, batch_norm_state
+from pure_backprop.registry import CASES, DEEP_CONV_NET, DROP_RATE, DROPOUT_KEY, WEIGHT_DECAY, batch_norm_state
 
 
 def _mlp_reference(activation):
@@ -52,6 +52,12 @@ def _mlp_extend(params, x, targets):
     return ref6.mlp_extend(params[0], x, targets, ref.relu, True, DROP_RATE, DROPOUT_KEY, WEIGHT_DECAY)
 
 
+def _deep_conv_net(params, x, targets):
+    forward = ref7.deep_conv_net(DEEP_CONV_NET["blocks"], DEEP_CONV_NET["paddings"], DEEP_CONV_NET["drop_rate"],
+                                 DROPOUT_KEY)
+    return forward(params[0], x, targets)
+
+
 REFERENCES = {
     "add": _plain(ref.add), "multiply": _plain(ref.multiply), "multiply_broadcast": _plain(ref.multiply),
     "matmul": _plain(ref.matmul), "bias_add": _plain(ref.bias_add), "negate": _plain(ref.negate),
@@ -70,10 +76,14 @@ REFERENCES = {
     # chapter 7: convolution and pooling
     "conv2d_im2col": _plain(ref7.conv2d(1, 1)), "conv2d_im2col_stride2": _plain(ref7.conv2d(2, (2, 0))),
     "conv2d_conv": _plain(ref7.conv2d(1, 1)), "conv2d_conv_stride2": _plain(ref7.conv2d(2, (2, 0))),
-    "conv2d_auto": _plain(ref7.conv2d(1, 2)), "conv2d_unpadded": _plain(ref7.conv2d((2, 1), 0)),
+    "conv2d_auto": _plain(ref7.conv2d(1, 2)), "conv2d_offsets": _plain(ref7.conv2d(1, (2, 1))),
+    "conv2d_offsets_stride2": _plain(ref7.conv2d(2, (2, 0))), "conv2d_unpadded": _plain(ref7.conv2d((2, 1), 0)),
     "max_pool2d": _plain(ref7.max_pool2d(2, 2, 1)), "max_pool2d_overlap": _plain(ref7.max_pool2d((3, 2), (2, 1), 1)),
     "avg_pool2d": _plain(ref7.avg_pool2d(2, 2, 1)), "avg_pool2d_overlap": _plain(ref7.avg_pool2d((3, 2), (2, 1), 1)),
     "flatten": _plain(ref7.flatten),
+    # chapters 7-8: the two conv networks with their loss
+    "simple_conv_net": lambda params, x, targets: ref7.simple_conv_net(params[0], x, targets),
+    "deep_conv_net": _deep_conv_net,
 }
 
 PARAMS = [pytest.param(case, shape, id=f"{case.name}-{'x'.join(map(str, shape))}") for case in CASES for shape in case.shapes]

@@ -53,6 +53,11 @@ adjoint, an interior-padded ``lax.pad``, one per filter offset ``(u, v)`` like t
   ``rh`` loses the last rows whenever ``(H + 2 ph - FH) % sh != 0``; reusing the forward's
   ``(ph, ph)`` is right only when ``ph = FH - 1 - ph``.
 
+**Offsets form of ``dW``.** im2col's ``dW = dy2.T @ col`` taken one column block at a time: the
+block of offset ``(u, v)`` is the ``(N OH OW, C)`` matrix ``xs_uv[(n,i,j), c] = xp[n, c, i sh + u,
+j sw + v]``, so ``dW[:, :, u, v] = dy2.T @ xs_uv``: ``FH FW`` matrix products, each of a strided
+view of ``xp`` read as NHWC (a plain matrix, no transpose per block), and ``col`` is never built.
+
 **Which one ``method="auto"`` runs.** Each of the three parts (forward, ``dW``, ``dx``) is chosen
 from the layer's shape. Forward + backward, float32, batch 100, jit-compiled, median ms on the
 2-core CPU, shared with other jobs (about +-30 % noise: ``auto`` and the forced method it picks
@@ -70,26 +75,41 @@ run the same computation). The layers of the book's networks come from one run o
     16->32 3x3 s2 p1 on 28x28 *           32        33     35       34   conv
     32->64 3x3 p1 on 8x8                  16        18     15       15   conv
     64->64 3x3 p1 on 8x8                  39        48     42       38   conv
-    32->32 3x3 p2 on 14x14               190       589    179      599   mixed
-    16->16 3x3 p2 on 28x28 *             175       211    168      206   mixed
+    32->32 3x3 p2 on 14x14               190       589    179      599   offsets
+    16->16 3x3 p2 on 28x28 *             175       211    168      206   offsets
 
-("mixed": forward and ``dW`` by im2col, ``dx`` by the convolution form.) The rule drawn from it:
+("mixed": forward and ``dW`` by im2col, ``dx`` by the convolution form.) A later run (one script,
+``x`` 100 x C x H x H, 3x3 filters, the machine loaded 7-8 on 2 cores, so every figure is inflated)
+added ``"offsets"``: forward and ``dx`` by the convolution form, ``dW`` by the offsets form::
+
+    layer                             im2col  conv form  mixed  offsets  jax.vjp
+    32->32 3x3 p2 on 14x14               141       390    139       69      408
+    16->16 3x3 p2 on 28x28               226       330    224      135      381
+    8->16  3x3 p2 on 28x28               100       181    103       71      182
+    16->16 3x3 p1 on 28x28               202        72    231      111       98
+    64->64 3x3 p1 on 8x8                  45        37     37       35       40
+
+``benchmarks/conv_speed.py`` then gave, for DeepConvNet's 32->32 pad-2 layer (loaded 8 on 2 cores):
+auto (offsets) 53, forced offsets 72 (the same computation: noise), mixed 124, im2col 119, conv
+form 419, ``jax.vjp`` 425. The rule drawn from them:
 
 1. ``K = C FH FW <= 32`` (one input channel of 5x5, up to three of 3x3): **im2col for all
    three parts**, 2-4x faster than ``jax.vjp``. ``col`` is then at most ``K`` copies of a thin
    input and its matrix products are cheap, while XLA's CPU convolution with so few input
    channels is slow.
 2. Otherwise, if the layer is *over-padded*, ``2 ph > FH - 1`` or ``2 pw > FW - 1`` (the output
-   is larger than the input, as in DeepConvNet's pad-2 layer): **mixed**. The ``dW``
+   is larger than the input, as in DeepConvNet's pad-2 layer): **offsets**. The ``dW``
    convolution's kernel ``dy`` is then larger than ``x`` itself, and XLA's CPU convolution was
-   1.2-3x slower than im2col on such shapes (``jax.vjp`` runs the same convolution); the
-   forward reuses the ``col`` that ``dW`` needs, and ``dx`` stays a convolution (col2im costs
-   ``FH FW`` scatter-adds of the whole input).
+   1.2-3x slower than im2col on such shapes (``jax.vjp`` runs the same convolution); im2col's
+   product avoids it but copies ``x`` ``FH FW`` times into ``col`` and transposes it, and the
+   offsets form does the same products without that copy, 1.4-2x faster than mixed (im2col
+   forward and ``dW``, convolution ``dx``), which this rule picked before. Forward and ``dx``
+   stay convolutions (col2im costs ``FH FW`` scatter-adds of the whole input).
 3. Otherwise: **the convolution form for all three parts**: the convolutions ``jax.vjp`` runs,
    so the two are level (ratios 0.8-1.1 in the runs), and faster than materialising a ``col``
    of ``FH FW`` times a many-channel input.
 
-``auto_plan`` returns the choice; ``method="im2col"``, ``"conv"`` or ``"mixed"`` forces one.
+``auto_plan`` returns the choice; ``method="im2col"``, ``"conv"``, ``"mixed"`` or ``"offsets"`` forces one.
 ``forward`` and ``backward`` are wrapped in ``jax.jit`` (the im2col path is dozens of small
 operations; compiled once per shape they run fast eagerly too); they nest under ``jit`` and ``vmap``.
 """
@@ -105,8 +125,10 @@ from ..core import Layer
 from ..initializers import weight_init
 from .windows import add_windows, output_size, pair, require_fits, windows
 
-METHODS = ("auto", "im2col", "conv", "mixed")
-PLANS = {"im2col": (True, True), "mixed": (True, False), "conv": (False, False)}  # (forward and dW by im2col, dx by col2im)
+METHODS = ("auto", "im2col", "conv", "mixed", "offsets")
+# (forward and dW by im2col, dx by col2im); without col, dW is the offsets form for "offsets"
+# and a convolution for "conv"
+PLANS = {"im2col": (True, True), "mixed": (True, False), "conv": (False, False), "offsets": (False, False)}
 SMALL_CONTRACTION = 32  # K = C * FH * FW at or below which im2col runs all three parts
 
 
@@ -114,8 +136,9 @@ def conv2d(filters: int, kernel_size, stride=1, padding=0, method: str = "auto",
     """A 2-D convolution with ``filters`` output channels; NCHW input, OIHW filters.
 
     ``kernel_size``, ``stride`` and ``padding`` are an int or a pair ``(rows, columns)``.
-    ``method``: ``"auto"`` (chosen per shape, see the module docstring), ``"im2col"``, ``"conv"``
-    or ``"mixed"`` (forward and ``dW`` by im2col, ``dx`` by the convolution form).
+    ``method``: ``"auto"`` (chosen per shape, see the module docstring), ``"im2col"``, ``"conv"``,
+    ``"mixed"`` (forward and ``dW`` by im2col, ``dx`` by the convolution form) or ``"offsets"``
+    (forward and ``dx`` by the convolution form, ``dW`` by one matrix product per filter offset).
     ``w_init(key, shape, dtype)`` defaults to He: a normal of std ``sqrt(2 / fan_in)`` with
     ``fan_in = C * FH * FW`` (``weight_init("he", in_axis=1, out_axis=0)``: OIHW axes; jax's
     ``he_normal()`` assumes HWIO and would take ``fan_in = FN * C * FH``); ``b_init`` defaults to
@@ -159,10 +182,16 @@ def conv2d(filters: int, kernel_size, stride=1, padding=0, method: str = "auto",
         out = (x.shape[0], W.shape[0]) + output_size(x.shape[2:], kernel, strides, pads)
         if dy.shape != out:
             raise ValueError(f"conv2d: dy shape {dy.shape} does not match output shape {out}")
-        _, dx_by_col2im = PLANS[auto_plan(W.shape, pads) if method == "auto" else method]
+        plan = auto_plan(W.shape, pads) if method == "auto" else method
+        _, dx_by_col2im = PLANS[plan]
         dy2 = dy.transpose(0, 2, 3, 1).reshape(-1, W.shape[0])  # (N OH OW, FN): im2col's rows
         db = jnp.sum(dy, axis=(0, 2, 3))
-        dW = (dy2.T @ col).reshape(W.shape) if col is not None else conv_dW(x, dy, kernel, strides, pads)
+        if col is not None:
+            dW = (dy2.T @ col).reshape(W.shape)
+        elif plan == "offsets":
+            dW = offsets_dW(x, dy2, kernel, strides, pads)
+        else:
+            dW = conv_dW(x, dy, kernel, strides, pads)
         if dx_by_col2im:
             dx = col2im(dy2 @ W.reshape(W.shape[0], -1), x.shape, kernel, strides, pads)
         else:
@@ -174,12 +203,12 @@ def conv2d(filters: int, kernel_size, stride=1, padding=0, method: str = "auto",
 
 def auto_plan(w_shape, padding) -> str:
     """``method="auto"``'s choice for filters of shape ``(FN, C, FH, FW)`` and ``padding``:
-    ``"im2col"``, ``"mixed"`` or ``"conv"`` (the rule of the module docstring)."""
+    ``"im2col"``, ``"offsets"`` or ``"conv"`` (the rule of the module docstring)."""
     _, C, FH, FW = w_shape
     if C * FH * FW <= SMALL_CONTRACTION:
         return "im2col"
     if 2 * padding[0] > FH - 1 or 2 * padding[1] > FW - 1:  # over-padded: output larger than input
-        return "mixed"
+        return "offsets"
     return "conv"
 
 
@@ -211,6 +240,20 @@ def conv_dW(x, dy, kernel, stride, padding):
     full = lax.conv_general_dilated(x, dy, (1, 1), [(ph, ph), (pw, pw)], rhs_dilation=stride,
                                     dimension_numbers=("CNHW", "IOHW", "CNHW"))  # (FN, C, FH + rh, FW + rw)
     return full[:, :, :FH, :FW]
+
+
+def offsets_dW(x, dy2, kernel, stride, padding):
+    """``dW[:, :, u, v] = dy2.T @ xs_uv`` for each filter offset: ``xs_uv`` is the ``(N OH OW, C)``
+    strided view of ``xp`` (NHWC) that im2col would copy into ``col``'s block ``(u, v)``."""
+    (FH, FW), (sh, sw), (ph, pw) = kernel, stride, padding
+    N, C = x.shape[:2]
+    x, dy2 = _promoted(x, dy2)
+    xp = jnp.pad(x.transpose(0, 2, 3, 1), ((0, 0), (ph, ph), (pw, pw), (0, 0)))  # (N, Hp, Wp, C)
+    oh, ow = output_size(x.shape[2:], kernel, stride, padding)
+    blocks = [dy2.T @ lax.slice(xp, (0, u, v, 0), (N, u + (oh - 1) * sh + 1, v + (ow - 1) * sw + 1, C),
+                                (1, sh, sw, 1)).reshape(-1, C)
+              for u in range(FH) for v in range(FW)]                                  # FH FW of (FN, C)
+    return jnp.stack(blocks, axis=-1).reshape(dy2.shape[1], C, FH, FW)
 
 
 def conv_dx(dy, W, x_shape, stride, padding):
