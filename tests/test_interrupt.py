@@ -89,14 +89,34 @@ class Run:
         return f"--- stdout\n{self.text['out']}\n--- stderr\n{self.text['err']}"
 
 
+def _jax_loading(run):
+    """Wait until the child maps JAX's native library: it is importing JAX, which ``main`` does
+    after installing its Ctrl-C handler. (Before that, Python itself is starting, and no
+    program can catch a signal before its first line runs: a fixed 0.3 s sleep hit that window
+    on a machine at load 8.) Without /proc, fall back to a fixed sleep."""
+    maps = Path(f"/proc/{run.proc.pid}/maps")
+    if not maps.parent.exists():
+        run.sleep_from_start(0.5)
+        return
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline and run.proc.poll() is None:
+        try:
+            if "jaxlib" in maps.read_text() or "xla_extension" in maps.read_text():
+                return
+        except OSError:
+            pass
+        time.sleep(0.01)
+    pytest.fail(f"JAX never loaded in the child:\n{run.output()}")
+
+
 def _startup(run):
-    run.sleep_from_start(0.5)  # JAX is being imported: nothing printed yet
+    _jax_loading(run)  # JAX is being imported: nothing printed yet
     assert GRAD_LINE not in run.text["out"]
     run.interrupt()
 
 
 def _startup_twice(run):
-    run.sleep_from_start(0.3)
+    _jax_loading(run)
     run.interrupt()
     time.sleep(0.3)
     run.interrupt()
