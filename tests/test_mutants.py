@@ -1,0 +1,475 @@
+"""Tests that kill the mutants the rest of the suite let survive (issue 11; docs/mutation.md).
+
+Each test is named after the file whose mutants it kills (``test_relu_...``, ``test_core_...``)
+so that ``[tool.mutmut.tests]`` in pyproject.toml can select it with ``-k``. Small shapes, no
+jit of whole networks: ``python tools/mutation.py`` runs these once per mutant.
+"""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pure_backprop import Layer, loss_and_grads, nodes, predict, serial, with_targets
+from pure_backprop.core import (
+    StatefulLayer, check_train, freeze, is_traced, lift, loss_and_grads_with_state, no_params)
+from pure_backprop.layers import affine, batch_norm, dropout, mse, relu, tanh
+
+_KEY = jax.random.PRNGKey(0)
+
+
+def _raises_exactly(kind, message):
+    """``pytest.raises`` on the whole message, so a renamed layer or argument is caught."""
+    return pytest.raises(kind, match="^" + re.escape(message) + "$")
+
+
+# --- pure_backprop/layers/relu.py -------------------------------------------------------------
+
+def test_relu_backward_names_the_layer_and_both_shapes():
+    with _raises_exactly(ValueError, "relu: dy shape (4,) does not match x shape (3,)"):
+        relu.backward((), jnp.ones(3), jnp.ones(4))
+
+
+# --- pure_backprop/layers/tanh.py -------------------------------------------------------------
+
+def test_tanh_backward_names_the_layer_and_both_shapes():
+    with _raises_exactly(ValueError, "tanh: dy shape (2, 3) does not match x shape (3, 2)"):
+        tanh.backward((), jnp.ones((3, 2)), jnp.ones((2, 3)))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float16, jnp.bfloat16])
+def test_tanh_keeps_the_dtype_of_x(dtype):
+    x = jnp.linspace(-2, 2, 5, dtype=dtype)
+    y, residuals = tanh.forward((), x)
+    _, dx = tanh.backward((), residuals, jnp.ones_like(y))
+    assert y.dtype == dtype and dx.dtype == dtype
+
+
+# --- pure_backprop/layers/affine.py -----------------------------------------------------------
+
+def test_affine_accepts_one_output():
+    layer = affine(1)
+    params, out_shape = layer.init(_KEY, (-1, 3))
+    assert out_shape == (-1, 1) and params["W"].shape == (3, 1) and params["b"].shape == (1,)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float64])
+def test_affine_init_uses_the_dtype_asked_for(dtype):
+    params, _ = affine(2).init(_KEY, (-1, 3), dtype)
+    assert params["W"].dtype == dtype and params["b"].dtype == dtype
+    params, _ = affine(2).init(_KEY, (-1, 3))  # float32 by default, even with x64 on
+    assert params["W"].dtype == jnp.float32 and params["b"].dtype == jnp.float32
+
+
+def test_affine_without_bias_forward_and_backward():
+    layer = affine(2, bias=False)
+    params, _ = layer.init(_KEY, (-1, 3))
+    assert set(params) == {"W"}
+    W = jnp.arange(6.0).reshape(3, 2)
+    x = jnp.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 2.0]])
+    y, residuals = layer.forward({"W": W}, x)
+    np.testing.assert_array_equal(y, x @ W)
+    dy = jnp.array([[1.0, -2.0], [0.5, 3.0]])
+    grads, dx = layer.backward({"W": W}, residuals, dy)
+    assert set(grads) == {"W"}
+    np.testing.assert_array_equal(grads["W"], x.T @ dy)
+    np.testing.assert_array_equal(dx, dy @ W.T)
+    with _raises_exactly(ValueError, "affine: params must be a dict with keys ['W'], got ['W', 'b']"):
+        layer.forward({"W": W, "b": jnp.zeros(2)}, x)
+
+
+def test_affine_params_errors_name_what_was_given():
+    x = jnp.ones((2, 3))
+    with _raises_exactly(ValueError, "affine: params must be a dict with keys ['W', 'b'], got list"):
+        affine(2).forward([jnp.ones((3, 2)), jnp.ones(2)], x)
+    with _raises_exactly(ValueError, "affine: params must be a dict with keys ['W', 'b'], got ['W']"):
+        affine(2).forward({"W": jnp.ones((3, 2))}, x)
+
+
+def test_affine_shape_errors_are_exact():
+    layer = affine(2)
+    x, W, b = jnp.ones((2, 3)), jnp.ones((3, 2)), jnp.ones(2)
+    with _raises_exactly(ValueError, "affine: x must have at least 2 axes, got shape (3,) (a batch axis first, then features)"):
+        layer.forward({"W": W, "b": b}, jnp.ones(3))
+    with _raises_exactly(ValueError, "affine: W must have 2 axes, got shape (3,)"):
+        layer.forward({"W": jnp.ones(3), "b": b}, x)
+    with _raises_exactly(ValueError, "affine: W must have 2 axes, got shape (3, 2, 1)"):
+        layer.forward({"W": jnp.ones((3, 2, 1)), "b": b}, x)
+    with _raises_exactly(ValueError, "affine: b shape (3,) does not match W shape (3, 2); expected (2,)"):
+        layer.forward({"W": W, "b": jnp.ones(3)}, x)
+    with _raises_exactly(ValueError, "affine: b shape (1, 2) does not match W shape (3, 2); expected (2,)"):
+        layer.forward({"W": W, "b": jnp.ones((1, 2))}, x)
+
+
+
+def test_affine_backward_checks_dy_and_a_custom_bias_init_gets_its_key():
+    layer = affine(2)
+    params = {"W": jnp.ones((3, 2)), "b": jnp.ones(2)}
+    _, residuals = layer.forward(params, jnp.ones((4, 3)))
+    with _raises_exactly(ValueError, "affine: dy shape (2, 4) does not match output shape (4, 2)"):
+        layer.backward(params, residuals, jnp.ones((2, 4)))
+    with _raises_exactly(ValueError, "affine: x is an empty batch (shape (0, 3)); give at least one sample"):
+        layer.forward(params, jnp.ones((0, 3)))
+    normal = jax.nn.initializers.normal(1.0)
+    params, _ = affine(2, w_init=normal, b_init=normal).init(_KEY, (-1, 3))
+    k_w, k_b = jax.random.split(_KEY)
+    _close(params["W"], normal(k_w, (3, 2), jnp.float32))
+    _close(params["b"], normal(k_b, (2,), jnp.float32))
+
+# --- pure_backprop/nodes/arithmetic.py --------------------------------------------------------
+
+def test_nodes_pair_errors_are_exact():
+    for node, name in ((nodes.add, "add"), (nodes.multiply, "multiply")):
+        with _raises_exactly(ValueError, f"{name}: x must be a pair (a, b) of arrays, got int"):
+            node.forward((), 3)
+    with _raises_exactly(ValueError, "add: a shape (2, 3) and b shape (2, 1) are incompatible (needs equal shapes)"):
+        nodes.add.forward((), (jnp.ones((2, 3)), jnp.ones((2, 1))))  # add broadcasts nothing
+    with _raises_exactly(ValueError, "multiply: a shape (2, 3) and b shape (2, 2) are incompatible "
+                                     "(needs equal shapes, or b of size 1 where a is not)"):
+        nodes.multiply.forward((), (jnp.ones((2, 3)), jnp.ones((2, 2))))
+    with _raises_exactly(ValueError, "multiply: a shape (2, 3) and b shape (3,) are incompatible "
+                                     "(needs equal shapes, or b of size 1 where a is not)"):
+        nodes.multiply.forward((), (jnp.ones((2, 3)), jnp.ones(3)))  # same rank, not numpy broadcasting
+    with _raises_exactly(ValueError, "multiply: a shape (2, 1) and b shape (2, 3) are incompatible "
+                                     "(needs equal shapes, or b of size 1 where a is not)"):
+        nodes.multiply.forward((), (jnp.ones((2, 1)), jnp.ones((2, 3))))  # only b may have the size-1 axis
+
+
+def test_nodes_init_checks_the_pair_of_shapes():
+    assert nodes.add.init(None, ((2, 3), (2, 3))) == ((), (2, 3))
+    assert nodes.multiply.init(None, ((4, 3), (4, 1))) == ((), (4, 3))
+    assert nodes.multiply.init(None, ([4, 3], [1, 3])) == ((), (4, 3))
+    with _raises_exactly(ValueError, "add: a shape (4, 3) and b shape (4, 1) are incompatible (needs equal shapes)"):
+        nodes.add.init(None, ((4, 3), (4, 1)))
+    with _raises_exactly(ValueError, "multiply: a shape (4, 3) and b shape (2, 3) are incompatible "
+                                     "(needs equal shapes, or b of size 1 where a is not)"):
+        nodes.multiply.init(None, ((4, 3), (2, 3)))
+
+
+def test_nodes_multiply_backward_checks_dy_and_sums_only_the_broadcast_axes():
+    a, b = jnp.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), jnp.array([[2.0], [-1.0]])
+    _, residuals = nodes.multiply.forward((), (a, b))
+    dy = jnp.array([[1.0, 0.5, -1.0], [2.0, 1.0, 0.0]])
+    _, (da, db) = nodes.multiply.backward((), residuals, dy)
+    np.testing.assert_array_equal(da, dy * b)
+    np.testing.assert_array_equal(db, [[-1.0], [13.0]])
+    _, (da, db) = nodes.multiply.backward((), nodes.multiply.forward((), (a, 2 * a))[1], dy)
+    np.testing.assert_array_equal(db, dy * a)
+    assert db.shape == (2, 3)
+    with _raises_exactly(ValueError, "multiply: dy shape (3, 2) does not match a shape (2, 3)"):
+        nodes.multiply.backward((), residuals, jnp.ones((3, 2)))
+
+
+def test_nodes_constants_check_c():
+    assert nodes.add_constant(1.0).init(_KEY, (2, 3)) == ((), (2, 3))
+    assert nodes.multiply_constant(2.0).init(_KEY, (4,)) == ((), (4,))
+    with _raises_exactly(ValueError, "add_constant: c must be a scalar, got shape (2,)"):
+        nodes.add_constant(jnp.ones(2))
+    assert nodes.add_constant(jnp.float64(1.5)).forward((), jnp.ones(2))[0].tolist() == [2.5, 2.5]
+    with _raises_exactly(ValueError, "multiply_constant: c shape (3,) does not match x shape (2, 3)"):
+        nodes.multiply_constant(jnp.ones(3)).forward((), jnp.ones((2, 3)))
+    with _raises_exactly(ValueError, "multiply_constant: c shape (2, 3) does not match x shape (3, 2)"):
+        nodes.multiply_constant(jnp.ones((2, 3))).forward((), jnp.ones((3, 2)))
+    c = jnp.array([[1.0, -2.0, 3.0]])
+    y, r = nodes.multiply_constant(c).forward((), jnp.array([[2.0, 2.0, 2.0]]))
+    np.testing.assert_array_equal(y, [[2.0, -4.0, 6.0]])
+    np.testing.assert_array_equal(nodes.multiply_constant(c).backward((), r, jnp.ones((1, 3)))[1], c)
+
+
+# --- pure_backprop/core.py --------------------------------------------------------------------
+
+_X = jnp.array([[0.5, -1.0, 2.0], [1.5, 0.25, -0.5], [-2.0, 1.0, 0.75], [0.1, 0.2, 0.3]])
+_T = jnp.array([[1.0, -1.0], [0.5, 0.0], [0.0, 2.0], [-1.0, 1.0]])
+
+
+def _net():
+    net = serial(affine(4), relu, affine(2))
+    params, out_shape = net.init(_KEY, (-1, 3))
+    params = jax.tree_util.tree_map(lambda p: p.astype(jnp.float64) + 0.1 * jnp.arange(p.size).reshape(p.shape) / p.size,
+                                    params)  # float64, and nonzero biases: no unit on ReLU's kink
+    return net, params, out_shape
+
+
+def _oracle(params, x, t):
+    (p0, _, p2) = params
+    h = jnp.maximum(x @ p0["W"] + p0["b"][None, :], 0)
+    return 0.5 * jnp.sum((h @ p2["W"] + p2["b"][None, :] - t) ** 2) / x.shape[0]
+
+
+def _close(a, b):
+    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-14)
+
+
+def test_core_serial_init_gives_each_layer_its_own_key_and_chains_shapes():
+    net, _, out_shape = _net()
+    params, out_shape = net.init(_KEY, (-1, 3))
+    keys = jax.random.split(_KEY, 3)
+    assert out_shape == (-1, 2) and isinstance(params, tuple) and params[1] == ()
+    _close(params[0], affine(4).init(keys[0], (-1, 3))[0])
+    _close(params[2], affine(2).init(keys[2], (-1, 4))[0])
+    assert no_params(_KEY, (5, 7)) == ((), (5, 7))
+
+
+def test_core_serial_forward_backward_and_loss_and_grads_equal_jax_grad():
+    net, params, _ = _net()
+    value, grads = loss_and_grads(net, mse, params, _X, _T)
+    expected_value, expected = jax.value_and_grad(_oracle)(params, _X, _T)
+    _close(value, expected_value)
+    _close(grads, expected)
+    assert grads[1] == ()
+    y, residuals = net.forward(params, _X)
+    assert isinstance(residuals, tuple) and len(residuals) == 3
+    dy = jnp.ones_like(y)
+    grads, dx = net.backward(params, residuals, dy)
+    _, vjp = jax.vjp(lambda p, v: net.forward(p, v)[0], params, _X)
+    _close((grads, dx), vjp(dy))
+
+
+@pytest.mark.parametrize("weight_decay", [1.0, 1, 0.5])
+def test_core_loss_and_grads_adds_the_penalty_for_every_positive_lambda(weight_decay):
+    net, params, _ = _net()
+    value, grads = loss_and_grads(net, mse, params, _X, _T, weight_decay=weight_decay)
+
+    def decayed(p):
+        return _oracle(p, _X, _T) + 0.5 * weight_decay * (jnp.sum(p[0]["W"] ** 2) + jnp.sum(p[2]["W"] ** 2))
+
+    expected_value, expected = jax.value_and_grad(decayed)(params)
+    _close(value, expected_value)
+    _close(grads, expected)
+
+
+@pytest.mark.parametrize("weight_decay", [0, 0.0])
+def test_core_loss_and_grads_without_decay_keeps_value_grads_and_dtype(weight_decay):
+    net, params, _ = _net()
+    params32 = jax.tree_util.tree_map(lambda p: p.astype(jnp.float32), params)
+    value, grads = loss_and_grads(net, mse, params32, _X.astype(jnp.float32), _T.astype(jnp.float32),
+                                  weight_decay=weight_decay)
+    default_value, default_grads = loss_and_grads(net, mse, params32, _X.astype(jnp.float32), _T.astype(jnp.float32))
+    assert value.dtype == jnp.float32 and all(g.dtype == jnp.float32 for g in jax.tree_util.tree_leaves(grads))
+    np.testing.assert_array_equal(value, default_value)
+    for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(default_grads)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(default_value, _oracle(params, _X, _T), rtol=1e-6)
+
+
+def test_core_loss_and_grads_takes_a_pair_input_without_a_shape():
+    net = serial(nodes.multiply)
+    a, b = jnp.array([[1.0, 2.0]]), jnp.array([[3.0, -1.0]])
+    value, grads = loss_and_grads(net, mse, ((),), (a, b), jnp.zeros((1, 2)))
+    _close(value, 0.5 * (9.0 + 4.0))
+    assert grads == ((),)
+
+
+def test_core_empty_batches_and_wrong_kinds_are_refused_exactly():
+    net, params, _ = _net()
+    rank1 = serial(relu)
+    with _raises_exactly(ValueError, "loss_and_grads: x is an empty batch (shape (0,)); give at least one sample"):
+        loss_and_grads(rank1, mse, ((),), jnp.zeros((0,)), jnp.zeros((0,)))
+    with _raises_exactly(ValueError, "loss_and_grads_with_state: x is an empty batch (shape (0, 3)); "
+                                     "give at least one sample"):
+        loss_and_grads_with_state(net, mse, params, (), _X[:0], _T[:0])
+    # a batch with no features is not an empty batch
+    assert loss_and_grads(rank1, mse, ((),), jnp.ones((2, 0)), jnp.ones((2, 0)))[1] == ((),)
+    with _raises_exactly(TypeError, "loss_and_grads: network must be a Layer, got str"):
+        loss_and_grads("net", mse, params, _X, _T)
+    stateful = serial(affine(2), dropout(0.5))
+    with _raises_exactly(TypeError, "loss_and_grads: network must be a Layer, got StatefulLayer; for a StatefulLayer "
+                                    "use loss_and_grads_with_state(network, loss, params, state, x, targets, key)"):
+        loss_and_grads(stateful, mse, params, _X, _T)
+    with _raises_exactly(TypeError, "loss_and_grads_with_state: network must be a Layer or StatefulLayer, got int"):
+        loss_and_grads_with_state(3, mse, params, (), _X, _T)
+    for fn, args in ((loss_and_grads, (net, relu, params, _X, _T)), (loss_and_grads_with_state, (net, relu, params, (), _X, _T))):
+        with _raises_exactly(TypeError, f"{fn.__name__}: loss must be a Loss (forward, backward), e.g. "
+                                        "pure_backprop.layers.softmax_cross_entropy, got Layer"):
+            fn(*args)
+
+
+def _stateful_net():
+    net = serial(affine(3), batch_norm(), relu, dropout(0.5), affine(2))
+    params, state, out_shape = net.init(_KEY, (-1, 3))
+    params, state = jax.tree_util.tree_map(lambda p: p.astype(jnp.float64), (params, state))
+    return net, params, state, out_shape
+
+
+def test_core_stateful_serial_init_forward_and_keys():
+    net, params, state, out_shape = _stateful_net()
+    assert isinstance(net, StatefulLayer) and out_shape == (-1, 2)
+    assert len(params) == len(state) == 5 and state[0] == () and set(state[1]) == {"mean", "var"}
+    keys = jax.random.split(_KEY, 5)
+    _close(params[0], affine(3).init(keys[0], (-1, 3))[0])
+    _close(params[4], affine(2).init(keys[4], (-1, 3))[0])
+    key = jax.random.PRNGKey(3)
+    y, new_state, residuals = net.forward(params, state, _X, key, True)
+    # by hand, layer by layer, with layer i's key jax.random.split(key, 5)[i]
+    k = jax.random.split(key, 5)
+    h = affine(3).forward(params[0], _X)[0]
+    h, bn_state, _ = batch_norm().forward(params[1], state[1], h, k[1], True)
+    h = relu.forward((), h)[0]
+    h = dropout(0.5).forward((), (), h, k[3], True)[0]
+    _close(y, affine(2).forward(params[4], h)[0])
+    assert isinstance(new_state, tuple) and len(new_state) == 5
+    _close(new_state[1], bn_state)
+    assert isinstance(residuals, tuple) and len(residuals) == 5
+    # inference: no key needed, the state comes back unchanged, dropout is the identity
+    y_eval, eval_state, _ = net.forward(params, state, _X, None, False)
+    _close(eval_state, state)
+    _close(y_eval, predict(net, params, _X, state))
+    with _raises_exactly(ValueError, "serial layer 3: dropout: train=True needs a PRNG key to draw the mask, got "
+                                     "key=None (pass key=jax.random.PRNGKey(...), or train=False for inference)"):
+        net.forward(params, state, _X, None, True)
+
+
+def test_core_stateful_serial_refuses_bad_arguments_exactly():
+    net, params, state, _ = _stateful_net()
+    with _raises_exactly(ValueError, "serial: params must be a tuple of 5 entries, one per layer, got 4"):
+        net.forward(params[:4], state, _X, None, False)
+    with _raises_exactly(ValueError, "serial: state must be a tuple of 5 entries, one per layer, got 4"):
+        net.forward(params, state[:4], _X, None, False)
+    with _raises_exactly(ValueError, "serial: state must be a tuple of 5 entries, one per layer, got dict"):
+        net.forward(params, {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}, _X, None, False)
+    with _raises_exactly(TypeError, "serial: train must be a Python bool (True for batch statistics and dropout, "
+                                    "False for inference), got int; under jax.jit mark it static"):
+        net.forward(params, state, _X, None, 1)
+
+
+def test_core_serial_refuses_bad_arguments_exactly():
+    net, params, _ = _net()
+    with _raises_exactly(ValueError, "serial: needs at least one layer, got none"):
+        serial()
+    with _raises_exactly(TypeError, "serial: argument 1 is a int, not a Layer or StatefulLayer"):
+        serial(relu, 3)
+    y, residuals = net.forward(params, _X)
+    for bad, got in ((params[:2], "2"), (list(params) + [()], "4"), ({"0": 1, "1": 2, "2": 3}, "dict")):
+        with _raises_exactly(ValueError, f"serial: params must be a tuple of 3 entries, one per layer, got {got}"):
+            net.forward(bad, _X)
+        with _raises_exactly(ValueError, f"serial: params must be a tuple of 3 entries, one per layer, got {got}"):
+            net.backward(bad, residuals, jnp.ones_like(y))
+    assert net.forward(list(params), _X)[0].shape == (4, 2)  # a list is a sequence too
+    with _raises_exactly(ValueError, "serial layer 1: relu: dy shape (4, 4) does not match x shape (4, 3)"):
+        net.backward(params, residuals[:1] + (jnp.ones((4, 3)),) + residuals[2:], jnp.ones_like(y))
+
+
+def test_core_located_prefixes_value_errors_once_and_nothing_else():
+    inner = serial(relu, affine(2))
+    outer = serial(relu, inner)
+    params = ((), ((), {"W": jnp.ones((5, 2)), "b": jnp.ones(2)}))
+    with _raises_exactly(ValueError, "serial layer 1: affine: input has 3 features but W expects 5 "
+                                     "(x.shape=(4, 3), W.shape=(5, 2))"):
+        outer.forward(params, _X)
+
+    def boom(p, x):
+        raise KeyError("not a shape error")
+
+    with pytest.raises(KeyError) as caught:
+        serial(relu, Layer(no_params, boom, None)).forward(((), ()), _X)
+    assert caught.value.args == ("not a shape error",)
+
+    class Subclass(ValueError):
+        pass
+
+    def sub(p, x):
+        raise Subclass("kept as it is")
+
+    with _raises_exactly(Subclass, "kept as it is"):
+        serial(Layer(no_params, sub, None)).forward(((),), _X)
+
+
+def test_core_lift_and_freeze():
+    lifted = lift(relu)
+    assert isinstance(lifted, StatefulLayer) and lift(lifted) is lifted
+    assert lifted.init(_KEY, (-1, 3)) == ((), (), (-1, 3))
+    y, state, residuals = lifted.forward((), ("kept",), _X, None, False)
+    _close(y, relu.forward((), _X)[0])
+    assert state == ("kept",)
+    _close(residuals, relu.forward((), _X)[1])
+    assert lifted.backward is relu.backward
+    with _raises_exactly(TypeError, "lift: expected a Layer or StatefulLayer, got int"):
+        lift(3)
+    assert freeze(relu) is relu
+    layer = batch_norm()
+    params = layer.init(_KEY, (-1, 3))[0]
+    bn_state = {"mean": jnp.array([0.5, -0.5, 1.0]), "var": jnp.array([2.0, 0.5, 1.5])}
+    frozen = freeze(layer, bn_state)  # train=True by default: batch statistics
+    init_params, out_shape = frozen.init(_KEY, (-1, 3))
+    _close(init_params, params)
+    assert out_shape == (-1, 3)
+    y, residuals = frozen.forward(params, _X)
+    _close(y, layer.forward(params, bn_state, _X, None, True)[0])
+    _close(freeze(layer, bn_state, None, False).forward(params, _X)[0], layer.forward(params, bn_state, _X, None, False)[0])
+    assert not np.allclose(y, freeze(layer, bn_state, None, False).forward(params, _X)[0])
+    _close(frozen.backward(params, residuals, jnp.ones_like(y)), layer.backward(params, residuals, jnp.ones_like(y)))
+    key = jax.random.PRNGKey(5)
+    _close(freeze(dropout(0.5), (), key).forward((), _X)[0], dropout(0.5).forward((), (), _X, key, True)[0])
+    with _raises_exactly(TypeError, "freeze: train must be a Python bool (True for batch statistics and dropout, "
+                                    "False for inference), got int; under jax.jit mark it static"):
+        freeze(layer, bn_state, None, 1)
+    with _raises_exactly(TypeError, "check: train must be a Python bool (True for batch statistics and dropout, "
+                                    "False for inference), got NoneType; under jax.jit mark it static"):
+        check_train(None, "check")
+
+
+def test_core_loss_and_grads_with_state_trains_with_batch_statistics_by_default():
+    net = serial(affine(3), batch_norm(), relu, affine(2))  # no dropout: no key needed
+    params, state, _ = jax.tree_util.tree_map(lambda p: p.astype(jnp.float64), net.init(_KEY, (-1, 3))[:2]) + (None,)
+    value, grads, new_state = loss_and_grads_with_state(net, mse, params, state, _X, _T)
+    frozen = freeze(net, state, None, True)
+    expected = jax.value_and_grad(lambda p: mse.forward(frozen.forward(p, _X)[0], _T)[0])(params)
+    _close((value, grads), expected)
+    _close(new_state, net.forward(params, state, _X, None, True)[1])
+    value_eval, _, eval_state = loss_and_grads_with_state(net, mse, params, state, _X, _T, train=False)
+    _close(eval_state, state)
+    assert not np.isclose(value_eval, value)
+    value_wd, grads_wd, _ = loss_and_grads_with_state(net, mse, params, state, _X, _T, weight_decay=1.0)
+    _close(value_wd, value + 0.5 * (jnp.sum(params[0]["W"] ** 2) + jnp.sum(params[3]["W"] ** 2)))
+    _close(grads_wd[3]["W"], grads[3]["W"] + params[3]["W"])
+    _close(grads_wd[1], grads[1])
+    # a plain Layer is lifted; its state is ()
+    plain, plain_params, _ = _net()
+    value, grads, new_state = loss_and_grads_with_state(plain, mse, plain_params, ((), (), ()), _X, _T)
+    _close((value, grads), loss_and_grads(plain, mse, plain_params, _X, _T))
+    assert new_state == ((), (), ())
+    # a key reaches dropout
+    drop = serial(affine(2), dropout(0.5))
+    p, s = jax.tree_util.tree_map(lambda v: v.astype(jnp.float64), drop.init(_KEY, (-1, 3))[:2])
+    key = jax.random.PRNGKey(9)
+    value, _, _ = loss_and_grads_with_state(drop, mse, p, s, _X, _T, key)
+    _close(value, mse.forward(drop.forward(p, s, _X, key, True)[0], _T)[0])
+
+
+def test_core_predict_and_with_targets():
+    net, params, _ = _net()
+    _close(predict(net, params, _X), net.forward(params, _X)[0])
+    stateful, sparams, sstate, _ = _stateful_net()
+    _close(predict(stateful, sparams, _X, sstate), stateful.forward(sparams, sstate, _X, None, False)[0])
+    with _raises_exactly(ValueError, "predict: a StatefulLayer needs its state (the running averages), got None"):
+        predict(stateful, sparams, _X)
+    layer = with_targets(mse, _T)
+    assert layer.init(_KEY, (-1, 2)) == ((), ())
+    scores = jnp.ones((4, 2))
+    value, residuals = layer.forward((), scores)
+    _close(value, mse.forward(scores, _T)[0])
+    grads, dscores = layer.backward((), residuals, jnp.float64(2.0))
+    assert grads == ()
+    _close(dscores, mse.backward(mse.forward(scores, _T)[1], jnp.float64(2.0)))
+
+
+def test_core_is_traced():
+    assert not is_traced(_X)
+    assert jax.jit(lambda v: jnp.float64(is_traced(v)))(_X) == 1.0
+
+
+def test_core_init_errors_name_the_layer_position():
+    with _raises_exactly(ValueError, "serial layer 1: affine: in_shape must be (batch, features...), got (5,)"):
+        serial(relu, affine(2)).init(_KEY, (5,))
+    with _raises_exactly(ValueError, "serial layer 2: affine: in_shape must be (batch, features...), got (5,)"):
+        serial(relu, dropout(0.5), affine(2)).init(_KEY, (5,))
+
+
+def test_core_freeze_init_passes_the_key_on():
+    net = serial(affine(2), dropout(0.5))
+    params, out_shape = freeze(net, ((), ()), jax.random.PRNGKey(1)).init(_KEY, (-1, 3))
+    _close(params, net.init(_KEY, (-1, 3))[0])
+    assert out_shape == (-1, 2)
