@@ -86,7 +86,7 @@ def test_epoch_with_augmentation_is_seeded_and_differs_from_plain():
 
 @pytest.mark.parametrize("shape", [(8, 8), (7, 5)])
 def test_warp_equals_scipy_style_bilinear_interpolation(shape):
-    """The two-matrix-product warp against jax.scipy.ndimage.map_coordinates (order 1, zeros
+    """The warp against an independent vmapped jax.scipy.ndimage.map_coordinates (order 1, zeros
     outside), for random shifts (some reaching past the border), turns and scales."""
     h, w = shape
     k = jax.random.split(jax.random.PRNGKey(3), 4)
