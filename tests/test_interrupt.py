@@ -75,6 +75,13 @@ class Run:
         assert self.proc.poll() is None, f"the run had already ended:\n{self.output()}"
         self.proc.send_signal(signal.SIGINT)
 
+    def interrupt_again(self):
+        """A further Ctrl-C, sent only while the run is still alive: after the first one the
+        run may finish stopping at once (on a quiet machine it had ended 0.5 s later, before
+        the third), and a user cannot press Ctrl-C on a process that has exited."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+
     def finish(self):
         try:
             self.proc.wait(DEADLINE)
@@ -118,8 +125,8 @@ def _startup(run):
 def _startup_twice(run):
     _jax_loading(run)
     run.interrupt()
-    time.sleep(0.3)
-    run.interrupt()
+    time.sleep(0.1)
+    run.interrupt_again()
 
 
 def _compilation(run):
@@ -130,9 +137,10 @@ def _compilation(run):
 
 def _from_gradient_check_three_times(run):
     run.wait_for("out", lambda text: GRAD_LINE in text, "gradient check line")
-    for pause in (0.0, 0.5, 0.5):  # between the check and training, then while the first call compiles
+    run.interrupt()  # between the check and training
+    for pause in (0.05, 0.3):  # then while the run is stopping (or the first call compiles)
         time.sleep(pause)
-        run.interrupt()
+        run.interrupt_again()
 
 
 def _training(run):
