@@ -211,7 +211,7 @@ def _load(args, stop):
     if args.dataset == "digits":
         for flag, value in (("--data-dir", args.data_dir), ("--mirror", args.mirror), ("--download", args.download)):
             if value:
-                raise UsageError(f"{flag} applies to --dataset mnist only; the digits come with scikit-learn")
+                raise UsageError(f"{flag} applies to --dataset mnist only; the digits come with pure_backprop")
     elif args.mirror and not args.download:
         raise UsageError("--mirror applies only with --download")
     try:

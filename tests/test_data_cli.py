@@ -7,6 +7,7 @@ import http.server
 import json
 import struct
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,6 +99,40 @@ def test_download_from_a_local_mirror(tmp_path, mirror):
     (served / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(data.DataError, match="download failed"):
         data.download_mnist(target, url)
+
+
+def test_bundled_digits_are_the_1797_uci_images():
+    with np.load(Path(data.__file__).with_name("digits.npz")) as bundled:
+        images, labels = bundled["images"], bundled["labels"]
+    assert images.shape == (1797, 8, 8) and images.dtype == np.uint8 and images.max() == 16
+    assert np.bincount(labels).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+    assert int(images.astype(np.int64).sum()) == 561718  # the pixel total of the UCI test set
+
+
+@pytest.mark.parametrize("n,held,seed", [(1797, 360, 0), (1437, 287, 3), (23, 7, 1), (10, 0, 0), (10, 10, 0)])
+def test_stratified_split_holds_out_exactly_the_count_each_class_within_one_of_its_share(n, held, seed):
+    if n == 1797:
+        digits = data.load_digits(seed=0)
+        labels = np.concatenate([digits.y_train, digits.y_test])
+    else:
+        labels = np.random.default_rng(n).integers(0, 4, n)
+    kept, held_out = data.stratified_split(labels, held, seed)
+    assert len(held_out) == held and len(kept) == n - held
+    assert sorted(np.concatenate([kept, held_out]).tolist()) == list(range(n))  # disjoint, nothing lost
+    for c in np.unique(labels):
+        share = held * np.sum(labels == c) / n
+        assert abs(np.sum(labels[held_out] == c) - share) < 1
+    again = data.stratified_split(labels, held, seed)
+    np.testing.assert_array_equal(again[1], held_out)
+    if 0 < held < n:
+        other = data.stratified_split(labels, held, seed + 1)
+        assert set(other[1].tolist()) != set(held_out.tolist())
+
+
+@pytest.mark.parametrize("held", [-1, 11, 2.0, True])
+def test_stratified_split_refuses_an_impossible_count(held):
+    with pytest.raises(ValueError, match="stratified_split: cannot hold out"):
+        data.stratified_split(np.arange(10) % 2, held, 0)
 
 
 def test_digits_split_is_stratified_and_seeded():
