@@ -7,10 +7,13 @@ or scaled by a few percent keeps the task from being memorized; see the README f
 measured effect. Nothing here touches the gradients: the hand-written backward still
 computes them, on the warped batch.
 
-For each image, with probability ``probability``, output pixel ``p`` (centred coordinates)
-takes the bilinear interpolation of the input at ``R(-a) p / s + c + t``, with rotation
-``a`` uniform in ``+-max_rotation`` degrees, scale ``s`` uniform in ``1 +- max_scale``,
-translation ``t`` uniform in ``+-max_shift`` pixels per axis; outside the image reads 0.
+The first ``round(fraction * N)`` images of each batch of ``N`` are warped (the batches of an
+epoch are drawn in random order, so which images are warped is random; warping only those is
+half the work of warping all and choosing afterwards). In a warped image, output pixel ``p``
+(centred coordinates) takes the bilinear interpolation of the input at ``R(-a) p / s + c + t``,
+with rotation ``a`` uniform in ``+-max_rotation`` degrees, scale ``s`` uniform in
+``1 +- max_scale``, translation ``t`` uniform in ``+-max_shift`` pixels per axis; outside the
+image reads 0.
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ class Affine(NamedTuple):
     max_shift: float = 1.0  # pixels, per axis
     max_rotation: float = 10.0  # degrees
     max_scale: float = 0.1  # relative
-    probability: float = 0.5  # of warping each image; the rest are seen unchanged
+    fraction: float = 0.5  # of each batch warped (its first images); the rest are seen unchanged
 
 
 def random_affine(key: jax.Array, x: jax.Array, image_shape: tuple[int, int], settings: Affine = Affine()) -> jax.Array:
-    """Warp each flattened image of ``x`` (shape ``(N, H * W)``) with its own random affine map.
+    """Warp the first ``round(settings.fraction * N)`` flattened images of ``x`` (shape
+    ``(N, H * W)``), each with its own random affine map; the others are returned unchanged.
 
     Pure: the same ``key`` gives the same warps; works under ``jax.jit`` and ``jax.vmap``.
     """
@@ -40,14 +44,17 @@ def random_affine(key: jax.Array, x: jax.Array, image_shape: tuple[int, int], se
     if x.ndim != 2 or x.shape[1] != height * width:
         raise ValueError(f"random_affine: x must have shape (N, {height * width}) for images of shape "
                          f"{tuple(image_shape)}, got {tuple(x.shape)}")
-    n = x.shape[0]
-    k_use, k_shift, k_angle, k_scale = jax.random.split(key, 4)
-    use = jax.random.bernoulli(k_use, settings.probability, (n,))
-    shift = settings.max_shift * jax.random.uniform(k_shift, (n, 2), minval=-1.0, maxval=1.0)
-    angle = math.radians(settings.max_rotation) * jax.random.uniform(k_angle, (n,), minval=-1.0, maxval=1.0)
-    scale = 1.0 + settings.max_scale * jax.random.uniform(k_scale, (n,), minval=-1.0, maxval=1.0)
-    warped = affine_warp(x.reshape(n, height, width), shift, angle, scale).astype(x.dtype).reshape(n, height * width)
-    return jnp.where(use[:, None], warped, x)
+    if isinstance(settings.fraction, bool) or not 0 <= settings.fraction <= 1:
+        raise ValueError(f"random_affine: fraction must be in [0, 1], got {settings.fraction!r}")
+    k = round(settings.fraction * x.shape[0])
+    if k == 0:
+        return x
+    u = jax.random.uniform(key, (k, 4), minval=-1.0, maxval=1.0)  # one draw: each costs a threefry call
+    shift = settings.max_shift * u[:, :2]
+    angle = math.radians(settings.max_rotation) * u[:, 2]
+    scale = 1.0 + settings.max_scale * u[:, 3]
+    warped = affine_warp(x[:k].reshape(k, height, width), shift, angle, scale).astype(x.dtype).reshape(k, -1)
+    return jnp.concatenate([warped, x[k:]])
 
 
 def affine_warp(images: jax.Array, shift: jax.Array, angle: jax.Array, scale: jax.Array) -> jax.Array:
@@ -55,19 +62,33 @@ def affine_warp(images: jax.Array, shift: jax.Array, angle: jax.Array, scale: ja
     (``(N,)``, radians) and ``scale`` (``(N,)``), bilinear, reading 0 outside the image:
     ``out[p] = image[R(-angle) p / scale + centre + shift]`` with ``p`` centred (row 0 at the
     top, a positive angle turns the content clockwise)."""
-    _, height, width = images.shape
+    n, height, width = images.shape
     centre_r, centre_c = (height - 1) / 2, (width - 1) / 2
     rows, cols = jnp.meshgrid(jnp.arange(height) - centre_r, jnp.arange(width) - centre_c, indexing="ij")
-
-    def warp(image, shift, angle, scale):
-        cos, sin = jnp.cos(angle), jnp.sin(angle)
-        r = (cos * rows - sin * cols) / scale + centre_r + shift[0]
-        c = (sin * rows + cos * cols) / scale + centre_c + shift[1]
-        return jax.scipy.ndimage.map_coordinates(image, [r, c], order=1, mode="constant", cval=0.0)
-
-    # A gather of four neighbours per pixel. Writing the warp as two small matrix products per
-    # image (tent weights) was measured 2.5x slower on the CPU (batched 8x8 products), so it is not used.
-    return jax.vmap(warp)(images, shift, angle, scale)
+    rows, cols = rows.reshape(1, -1), cols.reshape(1, -1)
+    cos, sin = jnp.cos(angle) / scale, jnp.sin(angle) / scale
+    # the six coefficients of each image's map, computed once per image (the barrier keeps XLA
+    # from fusing the cosines into every pixel of every neighbour: measured 20 % slower)
+    a = jax.lax.optimization_barrier(jnp.stack([cos, -sin, sin, cos, centre_r + shift[:, 0], centre_c + shift[:, 1]], 1))
+    r = a[:, 0:1] * rows + a[:, 1:2] * cols + a[:, 4:5]  # (N, H * W): the source row of each pixel
+    c = a[:, 2:3] * rows + a[:, 3:4] * cols + a[:, 5:6]
+    r0, c0 = jnp.floor(r), jnp.floor(c)
+    fr, fc = r - r0, c - c0
+    r0, c0 = r0.astype(jnp.int32), c0.astype(jnp.int32)
+    flat = images.reshape(-1)
+    first = (jnp.arange(n) * (height * width))[:, None]  # where each image starts in ``flat``
+    out = jnp.zeros_like(r)
+    for dr, weight_r in ((0, 1 - fr), (1, fr)):  # the four neighbours, bilinear weights
+        for dc, weight_c in ((0, 1 - fc), (1, fc)):
+            rr, cc = r0 + dr, c0 + dc
+            inside = (rr >= 0) & (rr < height) & (cc >= 0) & (cc < width)
+            index = first + jnp.clip(rr, 0, height - 1) * width + jnp.clip(cc, 0, width - 1)
+            out = out + jnp.where(inside, weight_r * weight_c, 0.0) * flat[index]
+    # One gather from the flattened batch per neighbour. Measured side by side on 1100 8x8
+    # images (one jit call each): 607 us, against 754 us for ``vmap`` of
+    # ``jax.scipy.ndimage.map_coordinates`` and 2.4-3.3 ms for the warp as tent-weight matrix
+    # products (dense or separable); the test suite checks it against map_coordinates.
+    return out.reshape(n, height, width).astype(images.dtype)
 
 
 def affine_augmenter(image_shape: tuple[int, int], settings: Affine = Affine()) -> Callable[[jax.Array, jax.Array], jax.Array]:

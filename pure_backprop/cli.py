@@ -10,8 +10,10 @@ ends with one line on stderr and exit code 2, never a traceback. Ctrl-C ends wit
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import datetime
+import importlib
 import json
 import math
 import os
@@ -359,25 +361,22 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
 
     from .augment import Affine, affine_augmenter
     from .core import freeze, lift
-    from .gradcheck import compare_with_jax
+    from .gradcheck import ONE_OFF, compare_with_jax
     from .layers import softmax_cross_entropy
     from .network import DEFAULT_INIT
-    from .train import OPTIMIZERS, as_numpy_tree, fit
+    from .train import OPTIMIZERS, as_numpy_tree, compile_fit, fit
 
     start = time.perf_counter()
     network, sample_shape = _network(args, dataset)
     if sample_shape != dataset.x_train.shape[1:]:
         dataset = dataset._replace(**{k: getattr(dataset, k).reshape((-1,) + sample_shape)
                                       for k in ("x_train", "x_val", "x_test") if getattr(dataset, k) is not None})
-    key_init, key_check, key_train = jax.random.split(jax.random.PRNGKey(args.seed), 3)
-    params, state, _ = lift(network).init(key_init, (-1,) + sample_shape)
+    def init(seed):  # one compiled program, not one per eager random draw (seconds: threefry compiles slowly)
+        key_init, key_check, key_train = jax.random.split(jax.random.PRNGKey(seed), 3)
+        params, state, _ = lift(network).init(key_init, (-1,) + sample_shape)
+        return params, state, key_check, key_train
 
-    batch = (dataset.x_train[: args.batch_size], dataset.y_train[: args.batch_size])
-    grad_error = compare_with_jax(freeze(network, state, key_check, True), softmax_cross_entropy, params, *batch)
-    print(f"gradient check (float64, one batch of {len(batch[0])}, train mode): "
-          f"hand vs jax.grad max relative error {grad_error:.2e}", flush=True)
-    stop.check()
-
+    params, state, key_check, key_train = jax.jit(init, compiler_options=ONE_OFF)(args.seed)
     optimizer = OPTIMIZERS[args.optimizer](args.lr)
     augment = Affine() if args.augment == "affine" else None
     splits = {"train": (dataset.x_train, dataset.y_train)}
@@ -385,6 +384,21 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
         splits["val"] = (dataset.x_val, dataset.y_val)
     splits["test"] = (dataset.x_test, dataset.y_test)
     splits = {k: (jnp.asarray(x), jnp.asarray(y)) for k, (x, y) in splits.items()}
+    fit_args = (network, softmax_cross_entropy, optimizer, params, *splits["train"])
+    fit_kwargs = dict(epochs=args.epochs, batch_size=args.batch_size, key=key_train, state=state, evaluate_on=splits,
+                      augment=augment and affine_augmenter(dataset.image_shape, augment),
+                      weight_decay=args.weight_decay, eval_batch_size=max(args.batch_size, 500),
+                      epochs_per_call=min(max(1, math.ceil(args.epochs / 20)), 10_000))
+
+    # The training program compiles in a second thread while this one checks the gradient.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        compiled = pool.submit(compile_fit, *fit_args, **fit_kwargs)
+        batch = (dataset.x_train[: args.batch_size], dataset.y_train[: args.batch_size])
+        grad_error = compare_with_jax(freeze(network, state, key_check, True), softmax_cross_entropy, params, *batch)
+        print(f"gradient check (float64, one batch of {len(batch[0])}, train mode): "
+              f"hand vs jax.grad max relative error {grad_error:.2e}", flush=True)
+        compiled.result()
+    stop.check()
 
     bar = tqdm(total=args.epochs, desc="train", unit="epoch", disable=args.no_progress, file=sys.stderr)
 
@@ -394,11 +408,9 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
             last = records[-1]
             bar.set_postfix({k.replace("_accuracy", "_acc"): f"{last[k]:.4f}" for k in last if k.endswith("accuracy")})
 
-    result = fit(network, softmax_cross_entropy, optimizer, params, *splits["train"], epochs=args.epochs,
-                 batch_size=args.batch_size, key=key_train, state=state, evaluate_on=splits,
-                 augment=augment and affine_augmenter(dataset.image_shape, augment), weight_decay=args.weight_decay,
-                 eval_batch_size=max(args.batch_size, 500), on_epochs=progress, should_stop=lambda: stop.requested,
-                 epochs_per_call=min(max(1, math.ceil(args.epochs / 20)), 10_000))
+    # matplotlib (0.7 s to import) loads in a thread while training runs in XLA, without the GIL
+    threading.Thread(target=importlib.import_module, args=("matplotlib.backends.backend_agg",), name="import").start()
+    result = fit(*fit_args, **fit_kwargs, on_epochs=progress, should_stop=lambda: stop.requested)
     bar.close()
     history = result.history
     interrupted = result.interrupted or stop.requested
@@ -474,14 +486,14 @@ def _check_memory(args, features: int, classes: int):
 
 
 def _plot(history, path, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # not pyplot: no GUI backend to import, no global figure state
 
     splits = [s for s in ("train", "val", "test") if f"{s}_accuracy" in history[0]]
     epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4.4))
+    fig = Figure(figsize=(10, 4.4))
+    FigureCanvasAgg(fig)
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for split in splits:
         ax_loss.plot(epochs, [h[f"{split}_loss"] for h in history], label=split)
         values = [h[f"{split}_accuracy"] for h in history]
@@ -494,9 +506,8 @@ def _plot(history, path, title):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.84, wspace=0.22)  # fixed: tight_layout drew twice
     fig.savefig(path, format="png", dpi=100)
-    plt.close(fig)
 
 
 # --- check ---------------------------------------------------------------------------------

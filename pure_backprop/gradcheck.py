@@ -527,17 +527,22 @@ def compare_with_jax(network: Layer, loss: Loss, params, x, targets) -> float:
     Both gradients come from one compiled program (eagerly, every small operation of a deep
     network would compile on its own: seconds before the first epoch)."""
     with jax.enable_x64(True):
-        params = _promote(params, set())
-        x = _promote(x, set())
         errors = [float(e) for e in _gradient_errors(network, loss, params, x, targets)]
     if not all(math.isfinite(e) for e in errors):  # max() would drop a NaN
         return math.inf
     return max(errors, default=0.0)
 
 
-@functools.partial(jax.jit, static_argnames=("network", "loss"))
+# A program that runs once: compiled at LLVM optimization level 0, which XLA compiles about
+# 3x faster (the numerics are the same: no fast-math at any level).
+ONE_OFF = {"xla_backend_optimization_level": 0}
+
+
+@functools.partial(jax.jit, static_argnames=("network", "loss"), compiler_options=ONE_OFF)
 def _gradient_errors(network, loss, params, x, targets):
     from .core import loss_and_grads
+
+    params, x = _promote(params, set()), _promote(x, set())  # inside the program: no eager casts to compile
 
     def value(p):
         return loss.forward(network.forward(p, x)[0], targets)[0]

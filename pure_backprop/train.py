@@ -25,6 +25,7 @@ a plain ``Layer`` is lifted to a ``StatefulLayer`` with state ``()``.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -112,9 +113,39 @@ def make_train_step(network: Layer | StatefulLayer, loss: Loss, optimizer: optax
 
 def epoch_batches(key, n: int, batch_size: int):
     """The sample indices of each batch of one epoch, ``(n // batch_size, batch_size)``: a
-    permutation drawn from ``key``; the remainder of fewer than ``batch_size`` samples sits
-    out this epoch (a different remainder each epoch, since the permutation changes)."""
-    return jax.random.permutation(key, n)[: (n // batch_size) * batch_size].reshape(-1, batch_size)
+    permutation drawn from ``key`` (``shuffle``); the remainder of fewer than ``batch_size``
+    samples sits out this epoch (a different remainder each epoch, since the permutation changes)."""
+    return shuffle(key, n)[: (n // batch_size) * batch_size].reshape(-1, batch_size)
+
+
+def shuffle(key, n: int) -> jax.Array:
+    """A uniformly random permutation of ``range(n)`` (int32), drawn as
+    ``jax.random.permutation`` draws one: sort by random keys, in rounds.
+
+    Here each key carries its element's current position in its low ``b = bit_length(n - 1)``
+    bits and random bits above them, so that XLA sorts one uint32 array instead of
+    (key, index) pairs: 5x faster on the CPU (56 against 285 us for n = 1150, measured side by
+    side). Two equal random parts keep their elements in their current order, which an
+    earlier round made random; the rounds, ``ceil(3 ln n / ((32 - b) ln 2))`` as in jax, make
+    a tie repeated in every round improbable. From ``n > 2**20`` (fewer than 12 random bits)
+    it is ``jax.random.permutation``."""
+    if n <= 1:
+        return jnp.arange(n, dtype=jnp.int32)
+    b = (n - 1).bit_length()
+    if 32 - b < 12:
+        return jax.random.permutation(key, n).astype(jnp.int32)
+    rounds = max(1, math.ceil(3 * math.log(n) / ((32 - b) * math.log(2))))
+    low = jnp.uint32((1 << b) - 1)
+    high = jnp.uint32(0xFFFFFFFF ^ ((1 << b) - 1))
+    position = jnp.arange(n, dtype=jnp.uint32)
+    order = position
+    for k in (jax.random.split(key, rounds) if rounds > 1 else [key]):
+        packed = (jax.random.bits(k, (n,), jnp.uint32) & high) | position
+        order = order[jnp.sort(packed) & low]
+    return order.astype(jnp.int32)
+
+
+_WARP_AHEAD_BYTES = 64 * 2**20  # an epoch's augmented batches up to this size are computed before its scan
 
 
 def _epoch_fn(network, loss, optimizer, batch_size, augment=None, weight_decay=0.0):
@@ -128,15 +159,26 @@ def _epoch_fn(network, loss, optimizer, batch_size, augment=None, weight_decay=0
         step_keys = jax.random.split(key_steps, batches.shape[0])
         augment_keys = jax.random.split(key_augment, batches.shape[0])
 
+        if augment is not None and x.dtype.itemsize * math.prod(batches.shape) * math.prod(x.shape[1:]) <= _WARP_AHEAD_BYTES:
+            # Every batch of the epoch augmented at once, before the scan, with the same keys:
+            # the same values as batch by batch, but one vectorized random draw and warp
+            # instead of a small one per step (measured: 2x faster steps on the digits).
+            warped = jax.vmap(augment)(augment_keys, x[batches])
+            batch_x = lambda index, i, key_aug: warped[i]  # noqa: E731
+        elif augment is not None:
+            batch_x = lambda index, i, key_aug: augment(key_aug, x[index])  # noqa: E731
+        else:
+            batch_x = lambda index, i, key_aug: x[index]  # noqa: E731
+
         def body(carry, batch):
             params, state, opt_state = carry
-            index, key_step, key_aug = batch
-            xb = x[index] if augment is None else augment(key_aug, x[index])
+            i, index, key_step, key_aug = batch
+            xb = batch_x(index, i, key_aug)
             params, state, opt_state, value = step(params, state, opt_state, key_step, (xb, targets[index]))
             return (params, state, opt_state), value
 
         (params, state, opt_state), losses = jax.lax.scan(
-            body, (params, state, opt_state), (batches, step_keys, augment_keys))
+            body, (params, state, opt_state), (jnp.arange(batches.shape[0]), batches, step_keys, augment_keys))
         return params, state, opt_state, losses
 
     return epoch
@@ -240,23 +282,8 @@ def fit(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.GradientTra
     History records hold ``epoch``, ``batch_loss`` (mean over the epoch's steps, on the
     training batches as trained, augmented) and ``<name>_loss``/``<name>_accuracy`` per split.
     """
-    _check_network("fit", network)
-    _check_loss("fit", loss, optimizer, check_optimizer=True)
-    _check_batch_size("fit", batch_size)
-    _check_batch_size("fit (eval_batch_size)", eval_batch_size)
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs < 2**31:
-        raise ValueError(f"fit: epochs must be a positive int below 2**31 (counted in int32), got {epochs!r}")
-    _check_data("fit", x, labels, batch_size)
-    evaluate_on = dict(evaluate_on or {})
-    for name, (ex, ey) in evaluate_on.items():
-        _check_data(f"fit (evaluate_on[{name!r}])", ex, ey)
-    if epochs_per_call is not None and (isinstance(epochs_per_call, bool) or not isinstance(epochs_per_call, int)
-                                        or epochs_per_call < 1):
-        raise ValueError(f"fit: epochs_per_call must be a positive int or None, got {epochs_per_call!r}")
-    per_call = min(epochs, epochs_per_call or max(1, math.ceil(epochs / 20)))
-    run = _compiled_epochs(network, loss, optimizer, batch_size, augment, weight_decay, eval_batch_size,
-                           tuple(evaluate_on), per_call)
-    splits = tuple(evaluate_on.values())
+    run, per_call, splits = _fit_program(network, loss, optimizer, x, labels, epochs, batch_size, evaluate_on, augment,
+                                         weight_decay, epochs_per_call, eval_batch_size)
     opt_state = optimizer.init(params)
     history, interrupted, diverged = [], False, None
     done = 0
@@ -283,11 +310,52 @@ def fit(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.GradientTra
     return FitResult(params, state, opt_state, history, interrupted, diverged)
 
 
+def compile_fit(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.GradientTransformation,
+                params, x, labels, *, epochs: int, batch_size: int, key, state=(), evaluate_on: dict | None = None,
+                augment: Callable | None = None, weight_decay: float = 0.0, epochs_per_call: int | None = None,
+                eval_batch_size: int = 500, **_ignored) -> None:
+    """Compile, ahead, the program that ``fit`` with the same arguments runs, so that its first
+    call starts training at once. Takes ``fit``'s arguments (the callbacks are ignored) and
+    trains nothing: the program runs with every epoch slot skipped. Thread-safe: the command
+    line compiles it in a second thread while it checks the gradient (XLA compiles without
+    holding the GIL, so on two cores both proceed at once)."""
+    run, _, splits = _fit_program(network, loss, optimizer, x, labels, epochs, batch_size, evaluate_on, augment,
+                                  weight_decay, epochs_per_call, eval_batch_size)
+    jax.block_until_ready(run(params, state, optimizer.init(params), key, x, labels, splits, 0))
+
+
+def _fit_program(network, loss, optimizer, x, labels, epochs, batch_size, evaluate_on, augment, weight_decay,
+                 epochs_per_call, eval_batch_size):
+    """Validate ``fit``'s arguments; the compiled chunk program (shared between calls with the
+    same network, loss, optimizer and settings), the epochs per call and the evaluation splits."""
+    _check_network("fit", network)
+    _check_loss("fit", loss, optimizer, check_optimizer=True)
+    _check_batch_size("fit", batch_size)
+    _check_batch_size("fit (eval_batch_size)", eval_batch_size)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs < 2**31:
+        raise ValueError(f"fit: epochs must be a positive int below 2**31 (counted in int32), got {epochs!r}")
+    _check_data("fit", x, labels, batch_size)
+    evaluate_on = dict(evaluate_on or {})
+    for name, (ex, ey) in evaluate_on.items():
+        _check_data(f"fit (evaluate_on[{name!r}])", ex, ey)
+    if epochs_per_call is not None and (isinstance(epochs_per_call, bool) or not isinstance(epochs_per_call, int)
+                                        or epochs_per_call < 1):
+        raise ValueError(f"fit: epochs_per_call must be a positive int or None, got {epochs_per_call!r}")
+    per_call = min(epochs, epochs_per_call or max(1, math.ceil(epochs / 20)))
+    settings = (network, loss, optimizer, batch_size, augment, weight_decay, eval_batch_size, tuple(evaluate_on), per_call)
+    try:
+        run = _compiled_epochs(*settings)
+    except TypeError:  # an unhashable part (say, a callable object without __hash__): not shared
+        run = _compiled_epochs.__wrapped__(*settings)
+    return run, per_call, tuple(evaluate_on.values())
+
+
 def _all_finite(tree):
     leaves = [jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(a.dtype, jnp.inexact)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
+@functools.lru_cache(maxsize=8)  # fit and compile_fit share the compiled program; a few, not every one ever made
 def _compiled_epochs(network, loss, optimizer, batch_size, augment, weight_decay, eval_batch_size, names, per_call):
     """``run(params, state, opt_state, key, x, labels, splits, active)``: ``per_call`` epoch slots
     in one ``lax.scan``, of which the first ``active`` train (the others are skipped by

@@ -1,5 +1,5 @@
 """The affine augmentation: the warp does what its formula says, the random version is pure and
-seeded, keeps the share of unchanged images, and rejects images of the wrong size."""
+seeded, warps exactly its fraction of the batch, and rejects images of the wrong size."""
 
 import jax
 import jax.numpy as jnp
@@ -47,15 +47,24 @@ def test_scale_two_magnifies_the_centre():
     np.testing.assert_allclose(out[:, 0, 0], IMAGES[:, 1, 1], atol=1e-12)
 
 
-def test_random_affine_is_seeded_and_keeps_the_unwarped_share():
+def test_random_affine_is_seeded_and_warps_exactly_the_first_fraction():
     x = jax.random.uniform(jax.random.PRNGKey(1), (400, 64))
     a = random_affine(jax.random.PRNGKey(2), x, (8, 8))
     np.testing.assert_array_equal(a, random_affine(jax.random.PRNGKey(2), x, (8, 8)))
     assert not np.array_equal(a, random_affine(jax.random.PRNGKey(3), x, (8, 8)))
-    unchanged = np.mean(np.all(np.asarray(a) == np.asarray(x), axis=1))
-    assert 0.4 < unchanged < 0.6  # probability 0.5
-    np.testing.assert_array_equal(random_affine(jax.random.PRNGKey(2), x, (8, 8), Affine(probability=0.0)), x)
+    changed = np.any(np.asarray(a) != np.asarray(x), axis=1)
+    assert changed[:200].all() and not changed[200:].any()  # fraction 0.5: the first 200
+    for fraction, k in ((0.0, 0), (0.3, 120), (1.0, 400)):
+        b = random_affine(jax.random.PRNGKey(2), x, (8, 8), Affine(fraction=fraction))
+        assert np.any(np.asarray(b) != np.asarray(x), axis=1).sum() == k
+        np.testing.assert_array_equal(b[k:], x[k:])
     assert a.dtype == x.dtype and a.shape == x.shape
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5, True])
+def test_random_affine_refuses_a_fraction_outside_0_1(fraction):
+    with pytest.raises(ValueError, match="random_affine: fraction must be in"):
+        random_affine(jax.random.PRNGKey(0), jnp.zeros((4, 64)), (8, 8), Affine(fraction=fraction))
 
 
 def test_random_affine_under_jit_and_vmap():

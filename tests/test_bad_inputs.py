@@ -408,11 +408,14 @@ def _cli(*argv):
 
 def test_a_run_that_diverges_later_stops_naming_the_epoch_and_keeps_finite_parameters(tmp_path):
     out = tmp_path / "run"
-    result = _cli("train", "--lr", "1e9", "--epochs", "20", "--out", str(out), "--no-progress")  # the default net
+    # SGD with weight decay multiplies each W by (1 - lr * lambda) = -2 per step besides the
+    # gradient: the weights double every step whatever the data, so the loss overflows float32
+    # after a few epochs, not in the first (a huge --lr alone kills every ReLU instead)
+    result = _cli("train", "--weight-decay", "30", "--epochs", "20", "--out", str(out), "--no-progress")
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
     epoch = int(re.fullmatch(r"pure-backprop: error: training diverged in epoch (\d+) \(a non-finite loss or "
                              r"parameter\); kept the parameters of epoch \d+; try a smaller --lr\n", result.stderr)[1])
-    assert epoch >= 2, "this setting diverged in epoch 1; choose a smaller --lr for this test"
+    assert epoch >= 2, "this setting diverged in epoch 1; choose a smaller --weight-decay for this test"
     metrics = _strict_json((out / "metrics.json").read_text())
     assert metrics["diverged_epoch"] == epoch and len(metrics["history"]) == metrics["epochs"] == epoch - 1
     assert all(v is None or np.isfinite(v) for record in metrics["history"] for v in record.values())

@@ -152,7 +152,7 @@ def test_train_command_writes_a_run_folder(tmp_path, capsys):
     for key in ("train_accuracy", "test_accuracy", "grad_check_max_rel_error", "seconds", "history"):
         assert key in metrics
     assert len(metrics["history"]) == 3 and metrics["grad_check_max_rel_error"] < 1e-10
-    assert metrics["augment"] == {"max_shift": 1.0, "max_rotation": 10.0, "max_scale": 0.1, "probability": 0.5}
+    assert metrics["augment"] == {"max_shift": 1.0, "max_rotation": 10.0, "max_scale": 0.1, "fraction": 0.5}
     assert metrics["test_accuracy"] > 0.5
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(np.load(out / "params.npz").files) == ["params/0/W", "params/0/b", "params/2/W", "params/2/b"]
