@@ -287,6 +287,50 @@ def _moved_entries(layer, treedef, j, leaves, dy, indices, values):
     return perturb.moved_values(_flat_phi(layer, treedef, len(leaves), dy_def), list(leaves) + dy_leaves, j, indices, values)
 
 
+@functools.partial(jax.jit, static_argnames=("layer", "treedef"))
+def _moved_dense(layer, treedef, leaves, dy, which, indices, values):
+    """``phi`` with entry ``indices[k]`` of leaf ``which[k]`` set to ``values[k]``, for every
+    ``k``, each evaluated whole (``vmap`` of the forward). ``which`` is an argument, not part of
+    the program, so that one compiled program serves every leaf of a small problem."""
+
+    def one(w, i, v):
+        moved = [leaf.ravel().at[jnp.where(w == j, i, leaf.size)].set(v, mode="drop").reshape(leaf.shape)
+                 for j, leaf in enumerate(leaves)]  # the index of every other leaf is out of range: dropped
+        return _phi(layer, treedef, moved, dy)
+
+    return jax.vmap(one)(which, indices, values)
+
+
+# Up to this many entries in all leaves together, full mode evaluates each move densely in one
+# program shared by all leaves (a compilation per chunk size) rather than by ``perturb`` in a
+# program per leaf: for small layers compiling dominates. Measured on the registry's
+# ``mlp_extend`` case (12 leaves): see the README's checker section.
+DENSE_ENTRIES = 4096
+
+
+@functools.partial(jax.jit, static_argnames=("layer", "treedef"))
+def _moved_along_every_leaf(layer, treedef, leaves, dy, moves, leaf_of_move, offsets):
+    """``phi`` at the flat concatenation of the leaves moved by ``offset * moves[r]`` inside
+    leaf ``leaf_of_move[r]`` only (the others untouched, bit for bit), for every row ``r`` and
+    offset: fast mode's directions of all leaves in one compiled program."""
+    sizes = [int(leaf.size) for leaf in leaves]
+    flat = jnp.concatenate([leaf.ravel() for leaf in leaves])
+    segment = jnp.asarray(np.repeat(np.arange(len(leaves)), sizes))
+
+    def moved(move, j, o):
+        new = jnp.where(segment == j, flat + o * move, flat)
+        parts = jnp.split(new, np.cumsum(sizes)[:-1])
+        return _phi(layer, treedef, [part.reshape(leaf.shape) for part, leaf in zip(parts, leaves)], dy)
+
+    return jax.vmap(lambda move, j: jax.vmap(lambda o: moved(move, j, o))(offsets))(moves, leaf_of_move)
+
+
+# Fast mode evaluates the directions of every leaf in one program (instead of one program per
+# leaf: compiling dominates a fast check) while the moves, a dense (leaves x directions) x
+# entries matrix, hold at most this many float64 values (64 MiB).
+ALONG_ENTRIES = 2**23
+
+
 @functools.partial(jax.jit, static_argnames=("layer", "treedef", "j"))
 def _moved_along(layer, treedef, j, leaves, dy, directions, step, offsets):
     """``phi`` with leaf ``j`` moved by ``offset * step * v`` for each direction ``v``."""
@@ -317,15 +361,20 @@ class _Leaf:
         flat_value = self.value.ravel()
         entries = np.repeat(np.asarray(indices), len(offsets))
         moved = flat_value[entries] + np.tile(offsets, len(indices)) * self.steps[entries]
-        # power-of-two chunks: a few compiled shapes serve every leaf size and probe count
-        size = min(chunk_size(ctx.memory_mb, ctx.bytes_per_move()), 1 << (len(entries) - 1).bit_length())
+        if ctx.dense_size:  # one chunk size for every leaf and probe: one program
+            size = ctx.dense_size
+        else:  # power-of-two chunks: a few compiled shapes serve every leaf size and probe count
+            size = min(chunk_size(ctx.memory_mb, ctx.bytes_per_move()), 1 << (len(entries) - 1).bit_length())
         out = []
         for start in range(0, len(entries), size):
             idx, new = entries[start:start + size], moved[start:start + size]
             pad = size - len(idx)
-            idx = np.concatenate([idx, np.zeros(pad, idx.dtype)])
-            new = np.concatenate([new, np.full(pad, flat_value[0])])
-            values = _moved_entries(ctx.layer, ctx.treedef, self.j, ctx.leaves, ctx.dy, jnp.asarray(idx), jnp.asarray(new))
+            idx = jnp.asarray(np.concatenate([idx, np.zeros(pad, idx.dtype)]))
+            new = jnp.asarray(np.concatenate([new, np.full(pad, flat_value[0])]))
+            if ctx.dense_size:
+                values = _moved_dense(ctx.layer, ctx.treedef, ctx.leaves, ctx.dy, jnp.full(size, self.j), idx, new)
+            else:
+                values = _moved_entries(ctx.layer, ctx.treedef, self.j, ctx.leaves, ctx.dy, idx, new)
             out.append(np.asarray(values)[: size - pad])
         values = np.concatenate(out).reshape(len(indices), len(offsets))
         return [values[:, k] for k in range(len(offsets))]
@@ -368,11 +417,12 @@ class _Leaf:
         diff_jax = np.abs(self.hand - self.oracle)
         if not np.all(diff_jax <= self.tol_jax):
             return self.full()
-        v = np.random.default_rng((ctx.seed, self.j)).standard_normal((directions, self.hand.size))
-        v = (v / np.linalg.norm(v, axis=1, keepdims=True)).reshape((directions,) + self.value.shape)
-        h = ctx.step * max(1.0, float(np.max(np.abs(self.value))))
-        values = np.asarray(_moved_along(ctx.layer, ctx.treedef, self.j, ctx.leaves, ctx.dy, jnp.asarray(v), h,
-                                         jnp.asarray(_FAST_OFFSETS, jnp.float64)))
+        v, h = _directions(ctx, self.j, directions)
+        if ctx.along is not None:  # computed for every leaf at once
+            values = ctx.along[self.j]
+        else:
+            values = np.asarray(_moved_along(ctx.layer, ctx.treedef, self.j, ctx.leaves, ctx.dy, jnp.asarray(v), h,
+                                             jnp.asarray(_FAST_OFFSETS, jnp.float64)))
         numerical = sum(w * values[:, k] for k, w in enumerate(_STENCILS[ctx.order][1])) / h
         flat_v = v.reshape(directions, -1)
         hand_dir, oracle_dir = flat_v @ self.hand, flat_v @ self.oracle
@@ -388,6 +438,29 @@ class _Leaf:
 
 
 _FAST_OFFSETS = (1.0, -1.0, 2.0, -2.0)  # the order-4 stencil's points; order 2 uses the first two
+
+
+def _directions(ctx, j, directions):
+    """Leaf ``j``'s ``directions`` random unit directions (seeded by ``(seed, j)``) and its step."""
+    value = np.asarray(ctx.leaves[j])
+    v = np.random.default_rng((ctx.seed, j)).standard_normal((directions, value.size))
+    v = (v / np.linalg.norm(v, axis=1, keepdims=True)).reshape((directions,) + value.shape)
+    return v, ctx.step * max(1.0, float(np.max(np.abs(value))))
+
+
+def _along_every_leaf(ctx, directions):
+    """``{j: phi along leaf j's directions at _FAST_OFFSETS}`` for every non-empty leaf, from one program."""
+    leaves = [j for j, leaf in enumerate(ctx.leaves) if leaf.size]
+    sizes = [int(leaf.size) for leaf in ctx.leaves]
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    moves = np.zeros((len(leaves) * directions, starts[-1]))
+    for r, j in enumerate(leaves):
+        v, h = _directions(ctx, j, directions)
+        moves[r * directions:(r + 1) * directions, starts[j]:starts[j + 1]] = h * v.reshape(directions, -1)
+    values = np.asarray(_moved_along_every_leaf(ctx.layer, ctx.treedef, ctx.leaves, ctx.dy, jnp.asarray(moves),
+                                                jnp.asarray(np.repeat(leaves, directions)),
+                                                jnp.asarray(_FAST_OFFSETS, jnp.float64)))
+    return {j: values[r * directions:(r + 1) * directions] for r, j in enumerate(leaves)}
 
 
 class _Kink:
@@ -454,8 +527,15 @@ def _check(layer, params, x, mode, seed, directions, order, step, rtol_jax, rtol
     ctx = types.SimpleNamespace(
         bytes_per_move=functools.cache(lambda: perturb.dense_bytes(_flat_phi(layer, treedef, len(leaves), dy_def), list(leaves) + dy_leaves)),
         layer=layer, treedef=treedef, leaves=leaves, dy=dy, seed=seed, phi0=float(phi0), order=order,
-        step=step, rtol_jax=rtol_jax, rtol_num=rtol_num, memory_mb=memory_mb, noise=noise,
+        step=step, rtol_jax=rtol_jax, rtol_num=rtol_num, memory_mb=memory_mb, noise=noise, dense_size=0,
+        along=None,
     )
+    entries = sum(int(leaf.size) for leaf in leaves)
+    if entries <= DENSE_ENTRIES:  # (fast mode's leaves fall back to full when a direction meets a kink)
+        largest = max(int(leaf.size) for leaf in leaves) * len(_STENCILS[order][0])
+        ctx.dense_size = min(chunk_size(memory_mb, ctx.bytes_per_move()), 1 << max(0, largest - 1).bit_length())
+    if mode == "fast" and not forward and entries * directions * sum(1 for leaf in leaves if leaf.size) <= ALONG_ENTRIES:
+        ctx.along = _along_every_leaf(ctx, directions)
     reports = []
     for j, (path, h_leaf, o_leaf) in enumerate(zip(paths, hand_leaves, jax.tree_util.tree_leaves(oracle))):
         h_leaf, o_leaf = np.asarray(h_leaf, np.float64), np.asarray(o_leaf, np.float64)

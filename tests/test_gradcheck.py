@@ -102,9 +102,12 @@ BUGS = {
 
 
 @pytest.mark.parametrize("bug", sorted(BUGS))
-@pytest.mark.parametrize("mode", ["fast", "full"])
-def test_deliberate_bugs_are_caught(bug, mode):
+@pytest.mark.parametrize("mode", ["fast", "full", "full, by perturb"])
+def test_deliberate_bugs_are_caught(bug, mode, monkeypatch):
     layer, params, x, wrong_leaf = BUGS[bug]()
+    if mode == "full, by perturb":  # these layers are small: full mode would evaluate them densely
+        monkeypatch.setattr(gradcheck, "DENSE_ENTRIES", 0)
+        mode = "full"
     report = gradcheck.check(layer, params, x, mode=mode, name=bug)
     assert not report.ok
     failing = [leaf.path for leaf in report.leaves if not leaf.ok]
@@ -116,6 +119,22 @@ def test_deliberate_bugs_are_caught(bug, mode):
             assert np.isclose(leaf.hand, 1.01 * leaf.numerical, rtol=1e-6)
     with pytest.raises(AssertionError, match=wrong_leaf.replace("[", r"\[").replace("]", r"\]")):
         gradcheck.assert_close(layer, params, x, mode=mode)
+
+
+@pytest.mark.parametrize("name", ["mlp_relu", "conv2d_auto", "max_pool2d", "batch_norm_train"])
+def test_full_mode_dense_and_perturb_evaluations_agree(name, monkeypatch):
+    """Small problems are evaluated densely (one program for all leaves), larger ones by
+    ``perturb`` (one per leaf): the numerical gradients of the two agree to rounding."""
+    case = next(c for c in CASES if c.name == name)
+    with jax.enable_x64(True):
+        layer, params, x, _ = case.build(jax.random.PRNGKey(0), case.shapes[0])
+    dense = gradcheck.check(layer, params, x, mode="full")
+    monkeypatch.setattr(gradcheck, "DENSE_ENTRIES", 0)
+    by_perturb = gradcheck.check(layer, params, x, mode="full")
+    assert dense.ok and by_perturb.ok and len(dense.leaves) == len(by_perturb.leaves)
+    for a, b in zip(dense.leaves, by_perturb.leaves):
+        assert a.worst == b.worst or abs(a.rel_num - b.rel_num) < 1e-8, (str(dense), str(by_perturb))
+        assert abs(a.rel_num - b.rel_num) < 1e-8
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.kind in ("layer", "loss")], ids=lambda c: c.name)
