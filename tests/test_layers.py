@@ -110,11 +110,15 @@ def test_every_case_has_a_reference():
     assert sorted(REFERENCES) == sorted(c.name for c in CASES)
 
 
+# The comparisons with the reference run jit-compiled: one program per case instead of a
+# compilation per eager operation (minutes over the registry); test_jit_equals_eager below
+# holds the eager layer to the compiled one.
+
+
 @pytest.mark.parametrize("case,shape", PARAMS)
 def test_forward_equals_reference(case, shape):
     layer, params, x, targets = build(case, shape)
-    y, _ = layer.forward(params, x)
-    expected = REFERENCES[case.name](params, x, targets)
+    y, expected = jax.jit(lambda p, v: (layer.forward(p, v)[0], REFERENCES[case.name](p, v, targets)))(params, x)
     assert jnp.shape(y) == jnp.shape(expected)
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
 
@@ -122,11 +126,16 @@ def test_forward_equals_reference(case, shape):
 @pytest.mark.parametrize("case,shape", PARAMS)
 def test_hand_backward_matches_jax_vjp_of_reference(case, shape):
     layer, params, x, targets = build(case, shape)
-    y, residuals = layer.forward(params, x)
-    dy = jax.random.normal(jax.random.PRNGKey(7), jnp.shape(y), jnp.float64)
-    grads, dx = layer.backward(params, residuals, dy)
-    _, vjp = jax.vjp(lambda p, v: REFERENCES[case.name](p, v, targets), params, x)
-    expected_grads, expected_dx = vjp(dy)
+    y_shape = jax.eval_shape(lambda p, v: layer.forward(p, v)[0], params, x).shape
+    dy = jax.random.normal(jax.random.PRNGKey(7), y_shape, jnp.float64)
+
+    @jax.jit
+    def hand_and_oracle(params, x, dy):
+        _, residuals = layer.forward(params, x)
+        _, vjp = jax.vjp(lambda p, v: REFERENCES[case.name](p, v, targets), params, x)
+        return layer.backward(params, residuals, dy), vjp(dy)
+
+    (grads, dx), (expected_grads, expected_dx) = hand_and_oracle(params, x, dy)
     hand = jax.tree_util.tree_leaves((grads, dx))
     oracle = jax.tree_util.tree_leaves((expected_grads, expected_dx))
     assert jax.tree_util.tree_structure((grads, dx)) == jax.tree_util.tree_structure((expected_grads, expected_dx))
@@ -167,8 +176,9 @@ def test_vmap_over_a_leading_axis(case, shape):
         y, residuals = layer.forward(params, v)
         return y, layer.backward(params, residuals, jnp.ones_like(y))
 
-    batched = jax.vmap(forward_backward)(xs)
+    batched = jax.jit(jax.vmap(forward_backward))(xs)
+    single_fn = jax.jit(forward_backward)
     for i in range(2):
-        single = forward_backward(jax.tree_util.tree_map(lambda a: a[i], xs))
+        single = single_fn(jax.tree_util.tree_map(lambda a: a[i], xs))
         for a, b in zip(jax.tree_util.tree_leaves(batched), jax.tree_util.tree_leaves(single)):
             np.testing.assert_allclose(a[i], b, rtol=1e-12, atol=1e-12)
