@@ -313,9 +313,10 @@ def fit(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.GradientTra
 def compile_fit(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.GradientTransformation,
                 params, x, labels, *, epochs: int, batch_size: int, key, state=(), evaluate_on: dict | None = None,
                 augment: Callable | None = None, weight_decay: float = 0.0, epochs_per_call: int | None = None,
-                eval_batch_size: int = 500, **_ignored) -> None:
+                eval_batch_size: int = 500, on_epochs: Callable[[list], None] | None = None,
+                should_stop: Callable[[], bool] | None = None) -> None:
     """Compile, ahead, the program that ``fit`` with the same arguments runs, so that its first
-    call starts training at once. Takes ``fit``'s arguments (the callbacks are ignored) and
+    call starts training at once. Takes ``fit``'s arguments (the callbacks are not called) and
     trains nothing: the program runs with every epoch slot skipped. Thread-safe: the command
     line compiles it in a second thread while it checks the gradient (XLA compiles without
     holding the GIL, so on two cores both proceed at once)."""
