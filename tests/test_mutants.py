@@ -473,3 +473,45 @@ def test_core_freeze_init_passes_the_key_on():
     params, out_shape = freeze(net, ((), ()), jax.random.PRNGKey(1)).init(_KEY, (-1, 3))
     _close(params, net.init(_KEY, (-1, 3))[0])
     assert out_shape == (-1, 2)
+
+
+# --- pure_backprop/layers/sigmoid.py ----------------------------------------------------------
+
+def test_sigmoid_backward_names_the_layer_and_both_shapes():
+    from pure_backprop.layers import sigmoid
+
+    y, residuals = sigmoid.forward((), jnp.zeros((2, 3)))
+    with _raises_exactly(ValueError, "sigmoid: dy shape (3, 2) does not match y shape (2, 3)"):
+        sigmoid.backward((), residuals, jnp.ones((3, 2)))
+
+
+# --- pure_backprop/layers/flatten.py ----------------------------------------------------------
+
+def test_flatten_init_forward_backward_and_their_errors_are_exact():
+    from pure_backprop.layers import flatten
+
+    assert flatten.init(_KEY, (-1, 5)) == ((), (-1, 5))  # already (batch, features): accepted
+    assert flatten.init(_KEY, (4, 2, 3, 5)) == ((), (4, 30))
+    with _raises_exactly(ValueError, "flatten: in_shape must be (batch, features...), got (7,)"):
+        flatten.init(_KEY, [7])
+    x = jnp.arange(24.0).reshape(2, 3, 4)
+    y, residual = flatten.forward((), x)
+    assert y.shape == (2, 12)
+    assert flatten.forward((), jnp.ones((3, 2)))[0].shape == (3, 2)  # two axes: the least accepted
+    with _raises_exactly(ValueError, "flatten: x must have at least 2 axes, got shape (5,) "
+                                     "(a batch axis first, then features)"):
+        flatten.forward((), jnp.ones(5))
+    np.testing.assert_array_equal(flatten.backward((), residual, y)[1], x)
+    with _raises_exactly(ValueError, "flatten: dy shape (12, 2) does not match output shape (2, 12)"):
+        flatten.backward((), residual, jnp.ones((12, 2)))
+
+
+# --- pure_backprop/layers/mse.py --------------------------------------------------------------
+
+def test_mse_rank_error_is_exact_and_integer_targets_are_not_truncated():
+    with _raises_exactly(ValueError, "mse: predictions must have at least 1 axes, got shape () "
+                                     "(a batch axis first)"):
+        mse.forward(jnp.float32(1.0), jnp.float32(1.0))
+    assert mse.forward(jnp.ones(3), jnp.ones(3))[0] == 0  # one axis: the least accepted
+    loss, _ = mse.forward(jnp.array([0.5, 1.5], jnp.float32), jnp.array([1, 1], jnp.int32))
+    assert loss.dtype == jnp.float32 and np.isclose(loss, 0.5 * (0.25 + 0.25) / 2)  # not y cast to int
