@@ -515,3 +515,23 @@ def test_mse_rank_error_is_exact_and_integer_targets_are_not_truncated():
     assert mse.forward(jnp.ones(3), jnp.ones(3))[0] == 0  # one axis: the least accepted
     loss, _ = mse.forward(jnp.array([0.5, 1.5], jnp.float32), jnp.array([1, 1], jnp.int32))
     assert loss.dtype == jnp.float32 and np.isclose(loss, 0.5 * (0.25 + 0.25) / 2)  # not y cast to int
+
+
+# --- pure_backprop/nodes/reduction.py ---------------------------------------------------------
+
+def test_nodes_sum_init_shapes_axis_range_and_backward_without_keepdims():
+    assert nodes.sum().init(_KEY, [2, 3]) == ((), ())
+    assert nodes.sum(keepdims=True).init(_KEY, (2, 3)) == ((), (1, 1))
+    assert nodes.sum(axis=0).init(_KEY, (2, 3, 4)) == ((), (3, 4))
+    assert nodes.sum(axis=-1, keepdims=True).init(_KEY, (2, 3, 4)) == ((), (2, 3, 1))
+    assert nodes.sum(axis=1).init(_KEY, (2, 3, 4)) == ((), (2, 4))
+    x = jnp.arange(24.0).reshape(2, 3, 4)
+    for axis in (-3, -1, 0, 2):
+        node = nodes.sum(axis=axis)  # keepdims=False: the backward puts the summed axis back
+        y, residual = node.forward((), x)
+        dy = jnp.arange(float(y.size)).reshape(y.shape) + 1
+        _, vjp = jax.vjp(lambda v: jnp.sum(v, axis=axis), x)
+        np.testing.assert_array_equal(node.backward((), residual, dy)[1], vjp(dy)[0])
+    for axis in (3, -4):
+        with _raises_exactly(ValueError, f"sum: axis {axis} is out of range for x shape (2, 3, 4)"):
+            nodes.sum(axis=axis).forward((), x)
