@@ -535,3 +535,39 @@ def test_nodes_sum_init_shapes_axis_range_and_backward_without_keepdims():
     for axis in (3, -4):
         with _raises_exactly(ValueError, f"sum: axis {axis} is out of range for x shape (2, 3, 4)"):
             nodes.sum(axis=axis).forward((), x)
+
+
+# --- pure_backprop/nodes/matrix.py ------------------------------------------------------------
+
+def test_nodes_matrix_shapes_and_errors_are_exact():
+    assert nodes.matmul.init(_KEY, ((2, 3), (3, 4))) == ((), (2, 4))
+    assert nodes.bias_add.init(_KEY, ((2, 3), (3,))) == ((), (2, 3))
+    with _raises_exactly(ValueError, "matmul: X shape (2, 3, 4) and W shape (3, 5) do not chain "
+                                     "(needs X: (N, D) and W: (D, M))"):
+        nodes.matmul.init(_KEY, ((2, 3, 4), (3, 5)))  # a wrong rank alone, the inner sizes matching
+    for node, name in ((nodes.matmul, "matmul"), (nodes.bias_add, "bias_add")):
+        with _raises_exactly(ValueError, f"{name}: x must be a pair (a, b) of arrays, got tuple"):
+            node.forward((), (jnp.ones((2, 3)),) * 3)
+    with _raises_exactly(ValueError, "bias_add: X must have 2 axes, got shape (3,)"):
+        nodes.bias_add.forward((), (jnp.ones(3), jnp.ones(3)))
+
+
+# --- pure_backprop/layers/weight_decay.py -----------------------------------------------------
+
+def test_weight_decay_lambda_checks_empty_paths_scalars_and_init_are_exact():
+    from pure_backprop.layers.weight_decay import is_weight, penalty, with_weight_decay
+
+    assert not is_weight(())  # the root of a tree: no key at all
+    params = {"W": jnp.ones((2, 2)), "b": jnp.ones(2)}
+    assert penalty(params, 0.0) == 0 and penalty(params, 0) == 0  # lambda 0 is allowed
+    for bad in (True, float("nan"), float("inf"), -0.1, "0.1", None):
+        with _raises_exactly(ValueError, f"weight_decay: lambda must be a finite float >= 0, got {bad!r}"):
+            penalty(params, bad)
+    none = penalty({"b": jnp.ones(2)}, 0.5)  # no weights: still a 0-d array
+    assert isinstance(none, jax.Array) and none.shape == () and none == 0
+    layer = affine(3)
+    wrapped = with_weight_decay(layer, 0.1)
+    shapes = jax.eval_shape(lambda k: wrapped.init(k, (2, 4))[0], _KEY)
+    assert jax.tree_util.tree_map(lambda a: a.shape, shapes) == {"W": (4, 3), "b": (3,)}
+    with _raises_exactly(ValueError, "with_weight_decay: the layer must output a scalar loss, got shape (2, 3)"):
+        wrapped.forward(layer.init(_KEY, (2, 4))[0], jnp.ones((2, 4)))
