@@ -121,3 +121,22 @@ def test_augmenter_takes_one_channel_images_for_convolutions():
     np.testing.assert_array_equal(augment(key, x), augment(key, IMAGES.reshape(3, 25)).reshape(3, 1, 5, 5))
     with pytest.raises(ValueError, match="affine_augmenter: images must have one channel"):
         augment(key, jnp.ones((3, 2, 5, 5)))
+
+
+def test_epoch_augmented_ahead_equals_batch_by_batch(monkeypatch):
+    """Small epochs warp all their batches before the scan, large ones batch by batch in it:
+    the same keys, the same warps, the same trained parameters."""
+    import pure_backprop.train as train
+
+    x = jax.random.uniform(jax.random.PRNGKey(1), (48, 64))
+    y = jnp.arange(48) % 10
+    net = mlp((8,), 10)
+    params, _ = net.init(jax.random.PRNGKey(0), (-1, 64))
+    optimizer = optax.sgd(0.1)
+    results = []
+    for limit in (train._WARP_AHEAD_BYTES, 0):
+        monkeypatch.setattr(train, "_WARP_AHEAD_BYTES", limit)
+        epoch = make_train_epoch(net, softmax_cross_entropy, optimizer, 16, augment=affine_augmenter((8, 8)))
+        results.append(epoch(params, optimizer.init(params), jax.random.PRNGKey(5), x, y))
+    for a, b in zip(jax.tree_util.tree_leaves(results[0]), jax.tree_util.tree_leaves(results[1])):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
