@@ -26,8 +26,11 @@ from pathlib import Path
 
 EXIT_USAGE = 2
 # --model: the default epochs and dropout of each, and the options that apply to the MLP only
-MODELS = {"mlp": {"epochs": 1000, "dropout": 0.0}, "convnet": {"epochs": 300, "dropout": 0.0},
-          "deepconvnet": {"epochs": 50, "dropout": 0.5}}
+# (convnet's lr, schedule and weight decay were chosen on the validation split: README, "Accuracy")
+_PLAIN = {"lr": 0.1, "schedule": "constant", "weight_decay": 0.0}
+MODELS = {"mlp": {"epochs": 1000, "dropout": 0.0, **_PLAIN},
+          "convnet": {"epochs": 300, "dropout": 0.0, "lr": 0.2, "schedule": "cosine", "weight_decay": 1e-3},
+          "deepconvnet": {"epochs": 50, "dropout": 0.5, **_PLAIN}}
 MLP_ONLY = ("hidden", "activation", "batchnorm")
 FLOAT32_MAX = 3.4028234663852886e38  # training runs in float32: larger option values would become inf
 
@@ -95,7 +98,7 @@ MAX_EPOCHS = 2**31  # the compiled loop counts epochs in int32
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .train import OPTIMIZERS
+    from .train import OPTIMIZERS, SCHEDULES
 
     parser = _Parser(prog="pure-backprop", description="Hand-derived backpropagation in pure JAX.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -117,12 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dropout", type=_FRACTION, default=None, metavar="RATE",
                    help="dropout after each hidden activation, dropping with probability RATE "
                         "(default 0 for mlp, 0.5 for deepconvnet as in the book)")
-    t.add_argument("--weight-decay", type=_NON_NEGATIVE, default=0.0, metavar="LAMBDA",
-                   help="L2 penalty 0.5*LAMBDA*sum(W**2) on the weights (default 0)")
+    t.add_argument("--weight-decay", type=_NON_NEGATIVE, default=None, metavar="LAMBDA",
+                   help="L2 penalty 0.5*LAMBDA*sum(W**2) on the weights (default 0; 1e-3 for convnet)")
     t.add_argument("--validation", type=_FRACTION, default=0.2, metavar="FRACTION",
                    help="fraction of the training data held out for validation (default 0.2; 0 trains on all)")
     t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd")
-    t.add_argument("--lr", type=_positive(float, FLOAT32_MAX, " below 3.4e38 (float32)"), default=0.1)
+    t.add_argument("--lr", type=_positive(float, FLOAT32_MAX, " below 3.4e38 (float32)"), default=None,
+                   help="learning rate (default 0.1; 0.2 for convnet)")
+    t.add_argument("--schedule", choices=SCHEDULES, default=None,
+                   help="learning rate over the run: constant, or cosine decay from --lr to 0 over all steps "
+                        "(default constant; cosine for convnet)")
     t.add_argument("--batch-size", type=_positive(int), default=100)
     t.add_argument("--epochs", type=_positive(int, MAX_EPOCHS, " below 2**31"), default=None,
                    help="default 1000 for mlp, 300 for convnet, 50 for deepconvnet")
@@ -326,7 +333,9 @@ def _model_options(args):
     args.hidden = args.hidden or (50,)
     args.activation = args.activation or "relu"
     args.epochs = args.epochs or MODELS[args.model]["epochs"]
-    args.dropout = MODELS[args.model]["dropout"] if args.dropout is None else args.dropout
+    for name in ("dropout", "lr", "schedule", "weight_decay"):
+        if getattr(args, name) is None:
+            setattr(args, name, MODELS[args.model][name])
 
 
 def _network(args, dataset):
@@ -337,8 +346,9 @@ def _network(args, dataset):
         return mlp(args.hidden, dataset.num_classes, args.activation, init=args.init, batchnorm=args.batchnorm,
                    drop_rate=args.dropout), dataset.x_train.shape[1:]
     image = (1,) + tuple(dataset.image_shape)
-    if args.model == "convnet":
-        return simple_conv_net(dataset.num_classes, init=args.init or "he"), image
+    if args.model == "convnet":  # pad 0 as the book on MNIST; small images (digits) keep their size: 5x5 "same"
+        padding = 0 if min(dataset.image_shape) >= 28 else 2
+        return simple_conv_net(dataset.num_classes, init=args.init or "he", padding=padding), image
     paddings = (1, 1, 1, 2, 1, 1) if tuple(dataset.image_shape) == (28, 28) else None  # the book's MNIST net
     if paddings is None and min(dataset.image_shape) < 8:
         raise UsageError(f"--model deepconvnet needs images of at least 8x8 pixels, got {dataset.image_shape}")
@@ -364,7 +374,7 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
     from .gradcheck import ONE_OFF, compare_with_jax
     from .layers import softmax_cross_entropy
     from .network import DEFAULT_INIT
-    from .train import OPTIMIZERS, as_numpy_tree, compile_fit, fit
+    from .train import OPTIMIZERS, as_numpy_tree, compile_fit, fit, learning_rate
 
     start = time.perf_counter()
     network, sample_shape = _network(args, dataset)
@@ -377,7 +387,8 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
         return params, state, key_check, key_train
 
     params, state, key_check, key_train = jax.jit(init, compiler_options=ONE_OFF)(args.seed)
-    optimizer = OPTIMIZERS[args.optimizer](args.lr)
+    steps = args.epochs * (len(dataset.x_train) // args.batch_size)  # an epoch drops the remainder batch
+    optimizer = OPTIMIZERS[args.optimizer](learning_rate(args.lr, args.schedule, steps))
     augment = Affine() if args.augment == "affine" else None
     splits = {"train": (dataset.x_train, dataset.y_train)}
     if dataset.x_val is not None:
@@ -427,7 +438,7 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
         "dataset": dataset.name, "model": args.model, "hidden": list(args.hidden) if args.model == "mlp" else None,
         "activation": args.activation if args.model == "mlp" else "relu", "init": init,
         "batchnorm": args.batchnorm, "dropout": args.dropout, "weight_decay": args.weight_decay,
-        "optimizer": args.optimizer, "lr": args.lr, "batch_size": args.batch_size,
+        "optimizer": args.optimizer, "lr": args.lr, "schedule": args.schedule, "batch_size": args.batch_size,
         "augment": augment._asdict() if augment else None,
         "train_samples": len(dataset.x_train),
         "validation_samples": 0 if dataset.x_val is None else len(dataset.x_val),
@@ -445,7 +456,7 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
     what = f"hidden {list(args.hidden)} {args.activation}" if args.model == "mlp" else args.model
     title = (f"{dataset.name}: {what}, init {init}"
              f"{', batchnorm' if args.batchnorm else ''}{f', dropout {args.dropout}' if args.dropout else ''}"
-             f"{f', weight decay {args.weight_decay}' if args.weight_decay else ''}\n{args.optimizer} lr {args.lr}, "
+             f"{f', weight decay {args.weight_decay}' if args.weight_decay else ''}\n{args.optimizer} lr {args.lr}{' cosine' if args.schedule == 'cosine' else ''}, "
              f"batch {args.batch_size}, augment {args.augment}")
     _write_atomic(out / "curves.png", lambda tmp: _plot(history, tmp, title))
     written.append(out / "curves.png")

@@ -49,15 +49,18 @@ def mlp(hidden: tuple[int, ...] | list[int], out_dim: int, activation: str = "re
 
 
 def simple_conv_net(out_dim: int = 10, filters: int = 30, kernel_size: int = 5, hidden: int = 100,
-                    init: str = "he") -> Layer:
-    """The book's ``SimpleConvNet`` (chapter 7): ``conv(filters, kernel, stride 1, pad 0) -> ReLU ->
-    max pool 2x2 stride 2 -> flatten -> affine(hidden) -> ReLU -> affine(out_dim)``, sized from
-    the input shape by ``init(key, (N, C, H, W))``. The book draws every weight with std 0.01;
-    the default here is He (``init="book"`` for the book's).
+                    init: str = "he", padding: int = 0) -> Layer:
+    """The book's ``SimpleConvNet`` (chapter 7): ``conv(filters, kernel, stride 1, padding) -> ReLU
+    -> max pool 2x2 stride 2 -> flatten -> affine(hidden) -> ReLU -> affine(out_dim)``, sized from
+    the input shape by ``init(key, (N, C, H, W))``. The book pads 0 (its ``conv_param``'s
+    ``pad``) on 28x28 MNIST; on 8x8 digits that leaves a 4x4 map in which a corner pixel reaches
+    one output where a centre pixel reaches 16, and ``padding=2`` (the 5x5 kernel's "same") keeps
+    8x8. The book draws every weight with std 0.01; the default here is He (``init="book"`` for
+    the book's).
     """
     conv_init = weight_init(init, in_axis=1, out_axis=0)
     dense_init = weight_init(init)
-    return serial(conv2d(filters, kernel_size, w_init=conv_init), relu, max_pool2d(2, 2), flatten,
+    return serial(conv2d(filters, kernel_size, padding=padding, w_init=conv_init), relu, max_pool2d(2, 2), flatten,
                   affine(hidden, w_init=dense_init), relu, affine(out_dim, w_init=dense_init))
 
 

@@ -44,6 +44,19 @@ OPTIMIZERS: dict[str, Callable[[float], optax.GradientTransformation]] = {
     "rmsprop": lambda lr: optax.rmsprop(lr),
     "adam": lambda lr: optax.adam(lr),
 }
+SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(lr: float, schedule: str, steps: int):
+    """The learning rate an optimizer of ``OPTIMIZERS`` takes: ``lr`` itself (``"constant"``),
+    or ``"cosine"``: ``lr * (1 + cos(pi * t / steps)) / 2`` at step ``t``, from ``lr`` to 0 at
+    the last of ``steps`` updates (``optax.cosine_decay_schedule``; the small updates at the
+    end average out the noise of the last batches instead of stopping on one of them)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"learning_rate: schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"learning_rate: steps must be a positive int, got {steps!r}")
+    return lr if schedule == "constant" else optax.cosine_decay_schedule(lr, steps)
 
 
 def _check_network(where, network):

@@ -153,6 +153,7 @@ def test_train_command_writes_a_run_folder(tmp_path, capsys):
         assert key in metrics
     assert len(metrics["history"]) == 3 and metrics["grad_check_max_rel_error"] < 1e-10
     assert metrics["augment"] == {"max_shift": 1.0, "max_rotation": 10.0, "max_scale": 0.1, "fraction": 0.5}
+    assert (metrics["lr"], metrics["schedule"], metrics["weight_decay"]) == (0.01, "constant", 0.0)
     assert metrics["test_accuracy"] > 0.5
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(np.load(out / "params.npz").files) == ["params/0/W", "params/0/b", "params/2/W", "params/2/b"]
@@ -179,6 +180,7 @@ def test_train_on_mnist_files(tmp_path):
     (["train", "--hidden", "10,x"], "comma-separated positive ints"),
     (["train", "--optimizer", "lbfgs"], "invalid choice"),
     (["train", "--augment", "elastic"], "invalid choice"),
+    (["train", "--schedule", "linear"], "invalid choice"),
     (["train", "--batch-size", "5000"], "exceeds the 1150 training samples"),
     (["train", "--dataset", "mnist", "--data-dir", "/nonexistent/mnist"], "does not exist"),
     (["train", "--out", "/proc/forbidden/run"], "cannot write to output folder"),
@@ -208,7 +210,11 @@ def test_train_command_trains_the_convnets_on_digits_as_images(tmp_path):
     assert main(["train", "--model", "convnet", "--epochs", "2", "--out", str(out), "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model"] == "convnet" and metrics["hidden"] is None and metrics["grad_check_max_rel_error"] < 1e-10
-    assert np.load(out / "params.npz")["params/0/W"].shape == (30, 1, 5, 5)  # OIHW filters on 1x8x8 images
+    params = np.load(out / "params.npz")
+    assert params["params/0/W"].shape == (30, 1, 5, 5)  # OIHW filters on 1x8x8 images
+    assert params["params/4/W"].shape == (30 * 4 * 4, 100)  # padding 2 keeps 8x8, pooled to 4x4
+    # convnet's defaults, chosen on validation (README); mlp keeps the book's plain SGD
+    assert (metrics["lr"], metrics["schedule"], metrics["weight_decay"]) == (0.2, "cosine", 1e-3)
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -220,3 +226,19 @@ def test_train_command_trains_the_convnets_on_digits_as_images(tmp_path):
 def test_options_that_do_not_apply_to_the_model_are_refused(argv, message, capsys, tmp_path):
     assert main(["train", *argv, "--out", str(tmp_path / "run")]) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_model_defaults_fill_only_what_the_user_left_out():
+    from pure_backprop.cli import _model_options, build_parser
+
+    def options(*argv):
+        args = build_parser().parse_args(["train", *argv])
+        _model_options(args)
+        return args.epochs, args.lr, args.schedule, args.weight_decay, args.dropout
+
+    assert options() == (1000, 0.1, "constant", 0.0, 0.0)
+    assert options("--model", "convnet") == (300, 0.2, "cosine", 1e-3, 0.0)
+    assert options("--model", "deepconvnet") == (50, 0.1, "constant", 0.0, 0.5)
+    assert options("--model", "convnet", "--lr", "0.05", "--schedule", "constant", "--weight-decay", "0",
+                   "--epochs", "7") == (7, 0.05, "constant", 0.0, 0.0)
+    assert options("--schedule", "cosine", "--weight-decay", "1e-4") == (1000, 0.1, "cosine", 1e-4, 0.0)

@@ -11,7 +11,7 @@ from pure_backprop import Layer, loss_and_grads, serial
 from pure_backprop.core import no_params
 from pure_backprop.layers import affine, softmax_cross_entropy
 from pure_backprop.network import mlp
-from pure_backprop.train import OPTIMIZERS, make_evaluate, make_train_epoch, make_train_step
+from pure_backprop.train import OPTIMIZERS, learning_rate, make_evaluate, make_train_epoch, make_train_step
 
 NET = mlp((8, 6), 3, "tanh")
 
@@ -122,3 +122,20 @@ def test_shuffle_draws_every_order_equally_often():
     big = np.asarray(jax.jit(jax.vmap(lambda k: shuffle(k, 1150)))(keys[:2000]))
     mean_position = np.argsort(big, axis=1).mean(axis=0)  # where each element landed, on average
     assert np.abs(mean_position - 574.5).max() < 5 * 332 / np.sqrt(2000)  # 5 sigma of a uniform position
+
+
+def test_learning_rate_schedules():
+    assert learning_rate(0.1, "constant", 10) == 0.1
+    cosine = learning_rate(0.2, "cosine", 10)  # lr (1 + cos(pi t / steps)) / 2: 0.2 at t=0, half way 0.1, 0 at the end
+    np.testing.assert_allclose([cosine(0), cosine(5), cosine(10), cosine(25)], [0.2, 0.1, 0.0, 0.0], atol=1e-7)
+    np.testing.assert_allclose(cosine(2), 0.1 * (1 + np.cos(np.pi * 0.2)), rtol=1e-6)
+    # an optimizer takes it: the second sgd update is smaller than the first by the schedule's ratio
+    opt = OPTIMIZERS["sgd"](cosine)
+    params, state = jnp.zeros(()), opt.init(jnp.zeros(()))
+    first, state = opt.update(jnp.ones(()), state, params)
+    second, _ = opt.update(jnp.ones(()), state, params)
+    np.testing.assert_allclose([first, second], [-cosine(0), -cosine(1)], rtol=1e-6)
+    for schedule, steps, message in [("linear", 10, "schedule must be one of"), ("cosine", 0, "positive int"),
+                                     ("cosine", True, "positive int"), ("cosine", 2.0, "positive int")]:
+        with pytest.raises(ValueError, match=message):
+            learning_rate(0.1, schedule, steps)
