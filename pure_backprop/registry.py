@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from . import graphs, nodes
 from .core import Layer, StatefulLayer, freeze, serial, with_targets
+from .gradcheck import ONE_OFF
 from .layers import affine, batch_norm, dropout, mse, relu, sigmoid, softmax_cross_entropy, tanh, with_weight_decay
 from .layers import avg_pool2d, conv2d, flatten, max_pool2d
 from .layers.windows import windows
@@ -33,16 +34,27 @@ class Case(NamedTuple):
     shapes: tuple[tuple[int, ...], ...]
 
 
+def _drawn(draw):
+    """``draw(key, shape)`` as one compiled program per shape, at LLVM -O0: eagerly, each
+    ``jax.random`` call compiles its own threefry program at the default level (0.3-0.5 s per
+    shape; 0.1 s at -O0, the same values), which made drawing the cases a quarter of
+    ``pure-backprop check``."""
+    return functools.wraps(draw)(jax.jit(draw, static_argnums=1, compiler_options=ONE_OFF))
+
+
+@_drawn
 def normal(key, shape):
     return jax.random.normal(key, shape)
 
 
+@_drawn
 def away_from_zero(key, shape, low=0.1):
     """Entries of magnitude in [low, 1 + low) with random signs: no ReLU kink within a step."""
     k_sign, k_mag = jax.random.split(key)
     return jnp.where(jax.random.bernoulli(k_sign, 0.5, shape), 1.0, -1.0) * (low + jax.random.uniform(k_mag, shape))
 
 
+@_drawn
 def positive(key, shape):
     return jax.random.uniform(key, shape, minval=0.5, maxval=2.0)
 
@@ -62,6 +74,7 @@ def _pair(layer, shape_b, draw_b=normal):
     return build
 
 
+@functools.partial(jax.jit, compiler_options=ONE_OFF)
 def _jitter(key, params):
     leaves, treedef = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(key, max(len(leaves), 1))
@@ -77,19 +90,28 @@ def _with_params(layer, draw=normal):
     return build
 
 
+@_drawn
+def _scaled_normal(key, shape):
+    return 3.0 * jax.random.normal(key, shape)
+
+
 def _loss(loss, targets):
     def build(key, shape):
         k_x, k_t = jax.random.split(key)
         t = targets(k_t, shape)
-        return with_targets(loss, t), (), 3.0 * normal(k_x, shape), t
+        return with_targets(loss, t), (), _scaled_normal(k_x, shape), t
 
     return build
 
 
-def labels(key, shape):
+def _labels(key, shape):
     return jax.random.randint(key, shape[:1], 0, shape[1])
 
 
+labels = _drawn(_labels)  # _labels inside other programs: compiler options belong to the outermost jit only
+
+
+@_drawn
 def soft_targets(key, shape):
     return jax.nn.softmax(jax.random.normal(key, shape), axis=1)
 
@@ -233,12 +255,12 @@ def _conv_network(make, kinds, config, margin=1e-3, tries=20, classes=4):
         structure = jax.eval_shape(lambda k: net.init(k, shape)[0], key)
         n_params = sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(structure))
 
-        @jax.jit  # one compilation, one normal draw: XLA compiles each random draw apart, about
+        @functools.partial(jax.jit, compiler_options=ONE_OFF)  # one compilation, one normal draw: XLA compiles each random draw apart, about
         def draw(k):  # 0.3-1 s each, which a draw per leaf (as net.init does) would multiply
             k_z, k_t = jax.random.split(k)
             params, rest = _he_jittered(jax.random.normal(k_z, (n_params + math.prod(shape),)), structure)
             x = rest.reshape(shape)
-            return params, x, labels(k_t, (shape[0], classes)), _kink_gap(kinds(config), params, x)
+            return params, x, _labels(k_t, (shape[0], classes)), _kink_gap(kinds(config), params, x)
 
         for attempt in range(tries):
             params, x, t, gap = draw(jax.random.fold_in(key, attempt))
@@ -251,6 +273,7 @@ def _conv_network(make, kinds, config, margin=1e-3, tries=20, classes=4):
     return build
 
 
+@_drawn
 def distinct(key, shape):
     """A random permutation of ``n`` evenly spaced values in (-1, 1]: no two entries tie, and no
     finite-difference step (about ``6e-6 |x|``) closes the gap ``2 / n`` between two of them, so
