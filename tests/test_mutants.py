@@ -571,3 +571,97 @@ def test_weight_decay_lambda_checks_empty_paths_scalars_and_init_are_exact():
     assert jax.tree_util.tree_map(lambda a: a.shape, shapes) == {"W": (4, 3), "b": (3,)}
     with _raises_exactly(ValueError, "with_weight_decay: the layer must output a scalar loss, got shape (2, 3)"):
         wrapped.forward(layer.init(_KEY, (2, 4))[0], jnp.ones((2, 4)))
+
+
+# --- pure_backprop/layers/dropout.py ----------------------------------------------------------
+
+def test_dropout_rate_zero_is_the_identity_even_in_train_mode_without_a_key():
+    for rate in (0, 0.0):
+        layer = dropout(rate)
+        x = jnp.arange(6.0).reshape(2, 3)
+        y, state, scale = layer.forward((), (), x, None, True)  # nothing to draw: no key needed
+        assert y is x and state == () and scale is None
+        assert layer.backward((), scale, x)[1] is x
+
+
+def test_dropout_messages_name_the_layer_and_the_argument():
+    layer = dropout(0.5)
+    x = jnp.ones((2, 3))
+    with _raises_exactly(TypeError, "dropout: train must be a Python bool (True for batch statistics and dropout, "
+                                    "False for inference), got int; under jax.jit mark it static"):
+        layer.forward((), (), x, _KEY, 1)
+    with _raises_exactly(ValueError, "dropout: train=True needs a PRNG key to draw the mask, got key=None "
+                                     "(pass key=jax.random.PRNGKey(...), or train=False for inference)"):
+        layer.forward((), (), x, None, True)
+    _, _, scale = layer.forward((), (), x, _KEY, True)
+    with _raises_exactly(ValueError, "dropout: dy shape (3, 2) does not match x shape (2, 3)"):
+        layer.backward((), scale, jnp.ones((3, 2)))
+
+
+def test_dropout_keeps_float32_in_float32():
+    x = jnp.ones((4, 5), jnp.float32)
+    y, _, scale = dropout(0.3).forward((), (), x, _KEY, True)
+    assert y.dtype == scale.dtype == jnp.float32
+    assert set(np.unique(np.asarray(scale)).tolist()) <= {0.0, np.float32(1 / np.float32(0.7))}
+    assert dropout(0.3).backward((), scale, x)[1].dtype == jnp.float32
+
+
+# --- pure_backprop/graphs.py ------------------------------------------------------------------
+
+def test_graphs_softmax_cross_entropy_graph_names_itself_and_both_shapes():
+    from pure_backprop.graphs import softmax_cross_entropy_graph
+
+    with _raises_exactly(ValueError, "softmax_cross_entropy_graph: targets shape (3, 2) does not match scores "
+                                     "shape (2, 3)"):
+        softmax_cross_entropy_graph.forward(jnp.ones((2, 3)), jnp.ones((3, 2)))
+
+
+# --- pure_backprop/layers/softmax_cross_entropy.py ----------------------------------------------
+
+_SCE = "softmax_cross_entropy: "
+
+
+@pytest.mark.parametrize("scores,targets,message", [
+    (jnp.ones((2, 3)), [0, 1], "targets must be an array, got a Python list; wrap it in jnp.asarray(...)"),
+    (jnp.ones((2, 3), jnp.int32), jnp.array([0, 1]),
+     "scores must have a floating-point dtype, got int32; convert with scores.astype(jnp.float32)"),
+    (jnp.ones((3,)), jnp.array([0, 1]), "scores must have 2 axes, got shape (3,) (batch, classes)"),
+    (jnp.ones((2, 3)), jnp.array([0.0, 1.0]), "labels of shape (2,) must be integers, got dtype float64; cast with "
+     "labels.astype(jnp.int32), or pass target rows of shape (2, 3)"),
+    (jnp.ones((2, 3)), jnp.array([0, 1, 2]),
+     "integer labels must have shape (2,) for scores of shape (2, 3), got labels shape (3,)"),
+    (jnp.ones((2, 3)), jnp.array([1, 3]), "labels must lie in [0, 3) for scores of shape (2, 3), got labels from 1 to 3"),
+    (jnp.ones((2, 3)), jnp.array([-1, 2]), "labels must lie in [0, 3) for scores of shape (2, 3), got labels from -1 to 2"),
+    (jnp.ones((2, 3)), jnp.array([-2, -1]),
+     "labels must lie in [0, 3) for scores of shape (2, 3), got labels from -2 to -1"),
+    (jnp.ones((2, 3)), jnp.ones((2, 4)),
+     "targets shape (2, 4) does not match scores shape (2, 3) (one-hot targets need one column per class)"),
+    (jnp.ones((2, 3)), jnp.array([[0.5, 0.5, 0.0], [0.2, -0.1, 0.9]]), "targets must be non-negative (probabilities, "
+     "one-hot or counts), got -0.1 at row 1, column 1; -sum(t * log p) has no minimum for negative t"),
+])
+def test_softmax_cross_entropy_refuses_bad_input_naming_the_argument_and_shapes(scores, targets, message):
+    from pure_backprop.layers import softmax_cross_entropy
+
+    with _raises_exactly(ValueError, _SCE + message):
+        softmax_cross_entropy.forward(scores, targets)
+
+
+def test_softmax_cross_entropy_edges_labels_at_the_bounds_traced_labels_and_dtypes():
+    from pure_backprop.layers import softmax_cross_entropy as sce
+
+    scores = jnp.array([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]])
+    loss, _ = sce.forward(scores, jnp.array([0, 2]))  # both ends of [0, C) are labels
+    log_p = jax.nn.log_softmax(scores)
+    np.testing.assert_allclose(loss, -(log_p[0, 0] + log_p[1, 2]) / 2, rtol=1e-14)
+    assert sce.forward(jnp.ones((0, 3)), jnp.zeros((0,), jnp.int32))[1][0].shape == (0, 3)  # an empty batch
+    # under jit the labels are unknown when traced: an out-of-range label makes its row NaN, not a silent 0
+    loss_jit = jax.jit(lambda t: sce.forward(scores, t)[0])
+    assert np.isfinite(loss_jit(jnp.array([0, 2]))) and np.isnan(loss_jit(jnp.array([0, 3])))
+    assert np.isnan(loss_jit(jnp.array([-1, 0])))
+    # float16 scores, float32 soft targets: the loss in float32, dx in the scores' dtype
+    s16, t32 = scores.astype(jnp.float16), jnp.full((2, 3), 1 / 3, jnp.float32)
+    loss16, residuals = sce.forward(s16, t32)
+    assert loss16.dtype == jnp.float32 and sce.backward(residuals, jnp.float32(1))[...].dtype == jnp.float16
+    # integer labels with float32 scores stay float32 throughout
+    loss32, residuals = sce.forward(scores.astype(jnp.float32), jnp.array([0, 2]))
+    assert loss32.dtype == jnp.float32 and sce.backward(residuals, jnp.float32(1)).dtype == jnp.float32

@@ -93,7 +93,7 @@ def targets_as_probabilities(name: str, scores, targets):
             )
         if not is_traced(targets):
             concrete = np.asarray(targets)
-            low, high = int(concrete.min(initial=0)), int(concrete.max(initial=0))
+            low, high = (int(concrete.min()), int(concrete.max())) if concrete.size else (0, 0)  # the labels' own range
             if low < 0 or high >= c:
                 raise ValueError(
                     f"{name}: labels must lie in [0, {c}) for scores of shape {scores.shape}, "
