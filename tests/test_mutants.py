@@ -636,6 +636,9 @@ _SCE = "softmax_cross_entropy: "
      "labels must lie in [0, 3) for scores of shape (2, 3), got labels from -2 to -1"),
     (jnp.ones((2, 3)), jnp.ones((2, 4)),
      "targets shape (2, 4) does not match scores shape (2, 3) (one-hot targets need one column per class)"),
+    (jnp.ones((2, 3)), jnp.ones((2, 3, 1)),
+     "targets shape (2, 3, 1) does not match scores shape (2, 3) (one-hot targets need one column per class)"),
+    ([[1.0, 2.0]], jnp.array([0]), "scores must be an array, got a Python list; wrap it in jnp.asarray(...)"),
     (jnp.ones((2, 3)), jnp.array([[0.5, 0.5, 0.0], [0.2, -0.1, 0.9]]), "targets must be non-negative (probabilities, "
      "one-hot or counts), got -0.1 at row 1, column 1; -sum(t * log p) has no minimum for negative t"),
 ])
@@ -665,3 +668,19 @@ def test_softmax_cross_entropy_edges_labels_at_the_bounds_traced_labels_and_dtyp
     # integer labels with float32 scores stay float32 throughout
     loss32, residuals = sce.forward(scores.astype(jnp.float32), jnp.array([0, 2]))
     assert loss32.dtype == jnp.float32 and sce.backward(residuals, jnp.float32(1)).dtype == jnp.float32
+
+
+def test_softmax_cross_entropy_integer_rows_wide_targets_and_rows_far_apart():
+    from pure_backprop.layers import softmax_cross_entropy as sce
+
+    scores = jnp.array([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]])
+    rows = jnp.array([[0, 0, 1], [1, 0, 0]], jnp.int32)  # integer one-hot rows are targets, not labels
+    np.testing.assert_allclose(sce.forward(scores, rows)[0], sce.forward(scores, jnp.array([2, 0]))[0], rtol=1e-15)
+    # float64 scores with float32 targets compute in float64 (the common dtype), not in the targets' float32
+    loss, residuals = sce.forward(scores, jnp.full((2, 3), 1 / 3, jnp.float32))
+    assert loss.dtype == jnp.float64 and residuals[0].dtype == jnp.float64
+    # the max is shifted out row by row: a global shift would underflow every exp of the second row
+    far = jnp.array([[1e4, 1e4 - 1.0], [-1e4, -1e4 + 1.0]])
+    loss, residuals = sce.forward(far, jnp.array([0, 1]))
+    np.testing.assert_allclose(loss, np.log1p(np.exp(-1.0)), rtol=1e-14)
+    assert np.all(np.isfinite(sce.backward(residuals, 1.0)))
