@@ -26,7 +26,7 @@ from pathlib import Path
 
 EXIT_USAGE = 2
 # --model: the default epochs and dropout of each, and the options that apply to the MLP only
-# (convnet's lr, schedule and weight decay were chosen on the validation split: README, "Accuracy")
+# (convnet's lr, schedule and weight decay were chosen on the validation split: README, "Training results")
 _PLAIN = {"lr": 0.1, "schedule": "constant", "weight_decay": 0.0}
 MODELS = {"mlp": {"epochs": 1000, "dropout": 0.0, **_PLAIN},
           "convnet": {"epochs": 300, "dropout": 0.0, "lr": 0.2, "schedule": "cosine", "weight_decay": 1e-3},

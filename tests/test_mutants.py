@@ -656,7 +656,8 @@ def test_softmax_cross_entropy_edges_labels_at_the_bounds_traced_labels_and_dtyp
     loss, _ = sce.forward(scores, jnp.array([0, 2]))  # both ends of [0, C) are labels
     log_p = jax.nn.log_softmax(scores)
     np.testing.assert_allclose(loss, -(log_p[0, 0] + log_p[1, 2]) / 2, rtol=1e-14)
-    assert sce.forward(jnp.ones((0, 3)), jnp.zeros((0,), jnp.int32))[1][0].shape == (0, 3)  # an empty batch
+    for classes in (1, 3):  # an empty batch has no label out of range, whatever the number of classes
+        assert sce.forward(jnp.ones((0, classes)), jnp.zeros((0,), jnp.int32))[1][0].shape == (0, classes)
     # under jit the labels are unknown when traced: an out-of-range label makes its row NaN, not a silent 0
     loss_jit = jax.jit(lambda t: sce.forward(scores, t)[0])
     assert np.isfinite(loss_jit(jnp.array([0, 2]))) and np.isnan(loss_jit(jnp.array([0, 3])))

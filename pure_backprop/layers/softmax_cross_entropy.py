@@ -91,9 +91,9 @@ def targets_as_probabilities(name: str, scores, targets):
                 f"{name}: integer labels must have shape {(n,)} for scores of shape {scores.shape}, "
                 f"got labels shape {jnp.shape(targets)}"
             )
-        if not is_traced(targets):
+        if not is_traced(targets) and jnp.size(targets):  # an empty batch has no label to be out of range
             concrete = np.asarray(targets)
-            low, high = (int(concrete.min()), int(concrete.max())) if concrete.size else (0, 0)  # the labels' own range
+            low, high = int(concrete.min()), int(concrete.max())
             if low < 0 or high >= c:
                 raise ValueError(
                     f"{name}: labels must lie in [0, {c}) for scores of shape {scores.shape}, "
