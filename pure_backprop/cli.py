@@ -374,7 +374,7 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
     from .gradcheck import ONE_OFF, compare_with_jax
     from .layers import softmax_cross_entropy
     from .network import DEFAULT_INIT
-    from .train import OPTIMIZERS, as_numpy_tree, compile_fit, fit, learning_rate
+    from .train import OPTIMIZERS, as_numpy_tree, compile_fit, fit, learning_rate, updates
 
     start = time.perf_counter()
     network, sample_shape = _network(args, dataset)
@@ -387,7 +387,7 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
         return params, state, key_check, key_train
 
     params, state, key_check, key_train = jax.jit(init, compiler_options=ONE_OFF)(args.seed)
-    steps = args.epochs * (len(dataset.x_train) // args.batch_size)  # an epoch drops the remainder batch
+    steps = updates(len(dataset.x_train), args.batch_size, args.epochs)
     optimizer = OPTIMIZERS[args.optimizer](learning_rate(args.lr, args.schedule, steps))
     augment = Affine() if args.augment == "affine" else None
     splits = {"train": (dataset.x_train, dataset.y_train)}

@@ -124,6 +124,12 @@ def make_train_step(network: Layer | StatefulLayer, loss: Loss, optimizer: optax
     return jax.jit(plain)
 
 
+def updates(n: int, batch_size: int, epochs: int) -> int:
+    """How many optimizer updates ``fit`` makes: ``n // batch_size`` per epoch (``epoch_batches``
+    leaves the remainder out). A schedule (``learning_rate``) spans exactly these."""
+    return epochs * (n // batch_size)
+
+
 def epoch_batches(key, n: int, batch_size: int):
     """The sample indices of each batch of one epoch, ``(n // batch_size, batch_size)``: a
     permutation drawn from ``key`` (``shuffle``); the remainder of fewer than ``batch_size``

@@ -11,7 +11,7 @@ from pure_backprop import Layer, loss_and_grads, serial
 from pure_backprop.core import no_params
 from pure_backprop.layers import affine, softmax_cross_entropy
 from pure_backprop.network import mlp
-from pure_backprop.train import OPTIMIZERS, learning_rate, make_evaluate, make_train_epoch, make_train_step
+from pure_backprop.train import OPTIMIZERS, fit, learning_rate, make_evaluate, make_train_epoch, make_train_step, updates
 
 NET = mlp((8, 6), 3, "tanh")
 
@@ -139,3 +139,15 @@ def test_learning_rate_schedules():
                                      ("cosine", True, "positive int"), ("cosine", 2.0, "positive int")]:
         with pytest.raises(ValueError, match=message):
             learning_rate(0.1, schedule, steps)
+
+
+def test_a_schedule_spans_exactly_the_updates_fit_makes():
+    net = serial(affine(3))
+    params, _ = net.init(jax.random.PRNGKey(0), (-1, 4))
+    x, y = jax.random.normal(jax.random.PRNGKey(1), (23, 4)), jnp.arange(23) % 3
+    steps = updates(23, 5, 3)
+    assert steps == 12  # 4 batches of 5 per epoch, 3 left out
+    optimizer = optax.chain(optax.scale_by_schedule(lambda t: 1.0), optax.sgd(0.1))  # counts its updates
+    result = fit(net, softmax_cross_entropy, optimizer, params, x, y, epochs=3, batch_size=5,
+                 key=jax.random.PRNGKey(2))
+    assert int(result.opt_state[0].count) == steps  # so a cosine schedule of `steps` ends at 0 on the last update
