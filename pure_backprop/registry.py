@@ -254,9 +254,10 @@ def _conv_network(make, kinds, config, margin=1e-3, tries=20, classes=4):
         structure = jax.eval_shape(lambda k: net.init(k, shape)[0], key)
         n_params = sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(structure))
 
-        # one compilation, one normal draw: XLA compiles each random draw apart, about 0.3-1 s
-        @functools.partial(jax.jit, compiler_options=ONE_OFF)  # each, which a draw per leaf (as
-        def draw(k):  # net.init does) would multiply
+        # One compilation, one normal draw: XLA compiles each random draw apart, about 0.3-1 s
+        # each, which a draw per leaf (as net.init does) would multiply.
+        @functools.partial(jax.jit, compiler_options=ONE_OFF)
+        def draw(k):
             k_z, k_t = jax.random.split(k)
             params, rest = _he_jittered(jax.random.normal(k_z, (n_params + math.prod(shape),)), structure)
             x = rest.reshape(shape)
