@@ -685,3 +685,58 @@ def test_softmax_cross_entropy_integer_rows_wide_targets_and_rows_far_apart():
     loss, residuals = sce.forward(far, jnp.array([0, 1]))
     np.testing.assert_allclose(loss, np.log1p(np.exp(-1.0)), rtol=1e-14)
     assert np.all(np.isfinite(sce.backward(residuals, 1.0)))
+
+
+# --- pure_backprop/layers/windows.py ----------------------------------------------------------
+
+def test_windows_backward_keeps_float32_in_float32():
+    """Training runs in float32: the scatter-add of the windows pads with a zero of the
+    gradient's own dtype, so dx stays float32 (and equals the float64 result)."""
+    from pure_backprop.layers.windows import add_windows, windows
+    x64 = jax.random.normal(_KEY, (1, 2, 5, 5), jnp.float64)
+    for dtype in (jnp.float32, jnp.float64):
+        parts = windows(x64.astype(dtype), (2, 3), (2, 1), (1, 1))
+        dx = add_windows(parts, x64.shape, (2, 3), (2, 1), (1, 1))
+        assert dx.dtype == dtype and dx.shape == x64.shape
+    # each input entry counted once per window that reads it
+    ones = add_windows(windows(jnp.ones((1, 1, 3, 3), jnp.float32), (2, 2), (1, 1), (0, 0)),
+                       (1, 1, 3, 3), (2, 2), (1, 1), (0, 0))
+    np.testing.assert_array_equal(ones[0, 0], [[1, 2, 1], [2, 4, 2], [1, 2, 1]])
+
+
+@pytest.mark.parametrize("arg, value, message", [
+    ("stride", True, "stride must be a positive int or a pair of positive ints, got True"),
+    ("stride", (1, True), "stride must be a positive int or a pair of positive ints, got (1, True)"),
+    ("stride", (1, 0), "stride must be a positive int or a pair of positive ints, got (1, 0)"),
+    ("stride", 2.0, "stride must be a positive int or a pair of positive ints, got 2.0"),
+    ("padding", -1, "padding must be a non-negative int or a pair of non-negative ints, got -1"),
+    ("padding", (0, 0, 0), "padding must be a non-negative int or a pair of non-negative ints, got (0, 0, 0)"),
+    ("padding", (0,), "padding must be a non-negative int or a pair of non-negative ints, got (0,)"),
+    ("window", "2", "window must be a positive int or a pair of positive ints, got '2'"),
+])
+def test_windows_pair_messages_are_exact(arg, value, message):
+    from pure_backprop.layers import max_pool2d
+    kwargs = {"window": 3, arg: value}
+    with _raises_exactly(ValueError, f"max_pool2d: {message}"):
+        max_pool2d(**kwargs)
+
+
+def test_windows_pair_accepts_zero_padding_lists_and_ints():
+    from pure_backprop.layers.windows import pair
+    assert pair("l", "a", 0, 0) == (0, 0)
+    assert pair("l", "a", [1, 2], 1) == (1, 2)
+    assert pair("l", "a", (3, 4), 1) == (3, 4)
+
+
+def test_windows_require_fits_message_is_exact():
+    from pure_backprop.layers.windows import require_fits
+    require_fits("l", (3, 1), (5, 3), (1, 1), "x")  # padded (5, 3) holds the window exactly
+    with _raises_exactly(ValueError, "l: window (5, 3) is larger than the padded input (4, 3) (x, padding (1, 1)); "
+                                     "use a smaller window or more padding"):
+        require_fits("l", (2, 1), (5, 3), (1, 1), "x")
+    with _raises_exactly(ValueError, "l: kernel (5, 4) is larger than the padded input (5, 3) (x, padding (1, 1)); "
+                                     "use a smaller kernel or more padding"):
+        require_fits("l", (3, 1), (5, 4), (1, 1), "x", noun="kernel")
+    with _raises_exactly(ValueError, "l: window (4, 3) is larger than the padded input (3, 5) (x, padding (0, 2)); "
+                                     "use a smaller window or more padding"):
+        require_fits("l", (3, 1), (4, 3), (0, 2), "x")  # each axis padded by its own amount

@@ -301,6 +301,37 @@ def test_fit_stops_at_the_first_non_finite_epoch_and_keeps_the_last_finite_param
     assert all(np.isfinite(h["batch_loss"]) for h in result.history)
 
 
+def test_fit_history_holds_each_split_evaluated_as_make_evaluate_does():
+    """The splits are evaluated together inside the compiled call; each record must still be
+    what ``make_evaluate`` gives on that split alone, for splits of sizes that are not
+    multiples of the evaluation batch, in inference mode (running averages, no dropout)."""
+    x, y = _data(n=60)
+    xv, yv = _data(n=13, seed=1)
+    xt, yt = _data(n=7, seed=2)
+    params, state = _init()
+    splits = {"val": (xv, yv), "train": (x, y), "test": (xt, yt)}
+    result = fit(NET, softmax_cross_entropy, optax.adam(0.01), params, x, y, epochs=2, batch_size=16, key=KEY,
+                 state=state, evaluate_on=splits, eval_batch_size=8)
+    evaluate = make_evaluate(NET, softmax_cross_entropy, 8)
+    last = result.history[-1]
+    assert set(last) == {"epoch", "batch_loss", "val_loss", "val_accuracy", "train_loss", "train_accuracy",
+                         "test_loss", "test_accuracy"}
+    for name, (ex, ey) in splits.items():
+        loss, accuracy = evaluate(result.params, result.state, ex, ey)
+        np.testing.assert_allclose(last[f"{name}_loss"], float(loss), rtol=1e-6)
+        assert last[f"{name}_accuracy"] == float(accuracy)
+        assert abs(last[f"{name}_accuracy"] * len(ex) - round(last[f"{name}_accuracy"] * len(ex))) < 1e-4
+
+
+def test_fit_refuses_an_evaluation_split_of_another_sample_shape():
+    x, y = _data()
+    params, state = _init()
+    with pytest.raises(ValueError, match=r"^fit \(evaluate_on\['val'\]\): samples of shape \(4,\), but the training "
+                                         r"samples have shape \(5,\)$"):
+        fit(NET, softmax_cross_entropy, optax.sgd(0.1), params, x, y, epochs=1, batch_size=10, key=KEY, state=state,
+            evaluate_on={"train": (x, y), "val": (x[:, :4], y)})
+
+
 @pytest.mark.parametrize("kwargs,message", [
     (dict(epochs=0), "fit: epochs must be a positive int"),
     (dict(batch_size=0), "fit: batch_size must be a positive int"),
