@@ -65,6 +65,7 @@ import numpy as np
 
 from . import perturb
 from .core import Layer, Loss, StatefulLayer, freeze, serial, with_targets
+from .initializers import ONE_OFF  # programs that run once compile at LLVM -O0
 
 EPS = float(np.finfo(np.float64).eps)
 _STENCILS = {2: ((1.0, -1.0), (0.5, -0.5)), 4: ((1.0, -1.0, 2.0, -2.0), (8 / 12, -8 / 12, -1 / 12, 1 / 12))}
@@ -262,11 +263,6 @@ def _phi(layer, treedef, leaves, dy):
     """The scalar ``<forward(params, x), dy>`` whose gradient the backward pass returns."""
     p, v = jax.tree_util.tree_unflatten(treedef, leaves)
     return _vdot(layer.forward(p, v)[0], dy)
-
-
-# A program that runs once: compiled at LLVM optimization level 0, which XLA compiles about
-# 3x faster (the numerics are the same: no fast-math at any level).
-ONE_OFF = {"xla_backend_optimization_level": 0}
 
 
 def _flat_phi(layer, treedef, n, dy_def):

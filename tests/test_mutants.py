@@ -25,6 +25,12 @@ def _raises_exactly(kind, message):
     return pytest.raises(kind, match="^" + re.escape(message) + "$")
 
 
+def _raises_exactly_under_jit(kind, message):
+    """The same for an error raised inside a ``jax.jit`` function: JAX appends its own note on a
+    new line (the traceback filtering), so the message must end at a line end."""
+    return pytest.raises(kind, match="^" + re.escape(message) + "(\n|$)")
+
+
 # --- pure_backprop/layers/relu.py -------------------------------------------------------------
 
 def test_relu_backward_names_the_layer_and_both_shapes():
@@ -740,3 +746,57 @@ def test_windows_require_fits_message_is_exact():
     with _raises_exactly(ValueError, "l: window (4, 3) is larger than the padded input (3, 5) (x, padding (0, 2)); "
                                      "use a smaller window or more padding"):
         require_fits("l", (3, 1), (4, 3), (0, 2), "x")  # each axis padded by its own amount
+
+
+# --- pure_backprop/layers/pooling.py ----------------------------------------------------------
+
+_POOLS = ("max_pool2d", "avg_pool2d")
+
+
+@pytest.mark.parametrize("name", _POOLS)
+def test_pooling_messages_name_the_layer_and_the_argument_exactly(name):
+    from pure_backprop import layers
+    pool = getattr(layers, name)
+    window = "window (3, 3) is larger than the padded input (2, 2)"
+    with _raises_exactly(ValueError, f"{name}: in_shape must be (N, C, H, W), got (1, 4, 4)"):
+        pool(2).init(None, (1, 4, 4))
+    with _raises_exactly(ValueError, f"{name}: {window} (in_shape (1, 1, 2, 2), padding (0, 0)); "
+                                     "use a smaller window or more padding"):
+        pool(3).init(None, (1, 1, 2, 2))
+    with _raises_exactly_under_jit(ValueError, f"{name}: x must have 4 axes, got shape (4, 4) (N, C, H, W)"):
+        pool(2).forward((), jnp.ones((4, 4)))
+    with _raises_exactly_under_jit(ValueError, f"{name}: {window} (x.shape=(1, 1, 2, 2), padding (0, 0)); "
+                                     "use a smaller window or more padding"):
+        pool(3).forward((), jnp.ones((1, 1, 2, 2)))
+    with _raises_exactly(ValueError, f"{name}: window must be a positive int or a pair of positive ints, got 0"):
+        pool(0)
+    with _raises_exactly(ValueError, f"{name}: padding must be a non-negative int or a pair of non-negative ints, "
+                                     "got -1"):
+        pool(2, padding=-1)
+    _, residuals = pool(2).forward((), jnp.ones((1, 1, 4, 4)))
+    with _raises_exactly_under_jit(ValueError, f"{name}: dy shape (1, 1, 3, 2) does not match output shape (1, 1, 2, 2)"):
+        pool(2).backward((), residuals, jnp.ones((1, 1, 3, 2)))
+
+
+@pytest.mark.parametrize("window, padding", [((2, 3), (2, 0)), ((3, 2), (0, 2)), ((2, 2), (2, 1)), ((2, 2), (1, 2))])
+def test_pooling_padding_must_be_smaller_than_the_window_on_each_axis(window, padding):
+    from pure_backprop.layers import avg_pool2d, max_pool2d
+    for name, pool in (("max_pool2d", max_pool2d), ("avg_pool2d", avg_pool2d)):
+        with _raises_exactly(ValueError, f"{name}: padding {padding} must be smaller than the window {window}, "
+                                         f"so that every window holds an entry of the input"):
+            pool(window, padding=padding)
+    # one less on the offending axis is accepted
+    fits = tuple(min(p, k - 1) for p, k in zip(padding, window))
+    assert max_pool2d(window, padding=fits).init(None, (1, 1, 6, 6))[0] == ()
+
+
+def test_pooling_defaults_no_padding_and_a_window_of_one_is_the_identity():
+    from pure_backprop.layers import avg_pool2d, max_pool2d
+    x = jnp.arange(16.0).reshape(1, 1, 4, 4)
+    y, _ = avg_pool2d(2).forward((), x)  # stride = window, padding 0
+    np.testing.assert_array_equal(y[0, 0], [[2.5, 4.5], [10.5, 12.5]])
+    assert avg_pool2d(2).init(None, (1, 1, 4, 4))[1] == (1, 1, 2, 2)
+    for pool in (max_pool2d, avg_pool2d):
+        y, residuals = pool(1).forward((), x)
+        np.testing.assert_array_equal(y, x)
+        np.testing.assert_array_equal(pool(1).backward((), residuals, 2 * x)[1], 2 * x)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from ..checks import require_rank
 from ..core import Layer
+from ..initializers import HE_NORMAL
 
 
 def affine(out_dim: int, w_init=None, b_init=None, bias: bool = True) -> Layer:
@@ -36,7 +37,7 @@ def affine(out_dim: int, w_init=None, b_init=None, bias: bool = True) -> Layer:
     """
     if not isinstance(out_dim, int) or isinstance(out_dim, bool) or out_dim < 1:
         raise ValueError(f"affine: out_dim must be a positive int, got {out_dim!r}")
-    w_init = w_init or jax.nn.initializers.he_normal()
+    w_init = w_init or HE_NORMAL
     b_init = b_init or jax.nn.initializers.zeros
 
     def init(key, in_shape, dtype=jnp.float32):
