@@ -272,6 +272,28 @@ def test_initializers_have_their_documented_scale(name, std):
         weight_init("lecun")
 
 
+def test_one_off_draws_what_the_initializer_draws_eagerly_under_jit_and_vmap():
+    """``one_off`` changes how an eager draw is compiled, not what it draws: the values of the
+    initializer itself up to the last bit (the compiled instructions may differ), the shape and
+    dtype asked for, the same inside ``jit`` (where compiler options are the outer program's) and
+    ``vmap``; the same function for the same ``weight_init`` arguments, so draws compile once."""
+    from pure_backprop.initializers import HE_NORMAL, one_off
+    plain = jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+    fast = one_off(plain)
+    for dtype in (jnp.float32, jnp.float64):
+        got, want = fast(KEY, [7, 5], dtype), plain(KEY, (7, 5), dtype)
+        assert got.shape == (7, 5) and got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=4 * float(jnp.finfo(dtype).eps), atol=0)
+        np.testing.assert_allclose(jax.jit(lambda k: fast(k, (7, 5), dtype))(KEY), want,
+                                   rtol=4 * float(jnp.finfo(dtype).eps))
+    keys = jax.random.split(KEY, 3)
+    np.testing.assert_allclose(jax.vmap(lambda k: fast(k, (4, 2), jnp.float32))(keys),
+                               jax.vmap(lambda k: plain(k, (4, 2), jnp.float32))(keys), rtol=1e-6)
+    assert fast(KEY, (3, 2)).dtype == plain(KEY, (3, 2)).dtype  # no dtype: the initializer's default
+    assert weight_init("he") is weight_init("he") and weight_init("he", 1, 0) is not weight_init("he")
+    assert HE_NORMAL(KEY, (400, 300), jnp.float32).std() < 2 * np.sqrt(2 / 400)  # truncated He normal
+
+
 # --- the training loop ---------------------------------------------------------------------
 
 
