@@ -144,7 +144,63 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--mode", choices=["fast", "full"], default="fast")
     c.add_argument("--seed", type=_SEED, default=0)
     c.add_argument("--list", action="store_true", help="list the names that --layer accepts")
+    for command in (t, c):
+        command.add_argument("--compile-cache", type=_cache_folder, default=default_cache(), metavar="DIR",
+                             help="keep XLA's compiled programs in DIR, so that a later run with the same "
+                                  "settings skips compiling them; 'none' to keep nothing "
+                                  "(default $XDG_CACHE_HOME/pure_backprop/xla or ~/.cache/pure_backprop/xla)")
     return parser
+
+
+def default_cache() -> str:
+    """Where the command line keeps compiled programs unless told otherwise: a folder of the
+    user's own cache (JAX runs what it finds there: never a folder others can write to)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "pure_backprop", "xla")
+
+
+def _cache_folder(text: str) -> str | None:
+    if text == "none":
+        return None
+    if not text:
+        raise argparse.ArgumentTypeError("give a folder, or 'none' to keep no compiled programs")
+    return text
+
+
+CACHE_MAX_BYTES = 256 * 2**20  # least recently used programs are dropped beyond this
+_CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+                  "jax_persistent_cache_min_entry_size_bytes", "jax_compilation_cache_max_size")
+
+
+@contextlib.contextmanager
+def compilation_cache(folder: str | None):
+    """JAX's persistent compilation cache in ``folder`` (every program, however quick to compile)
+    for the duration of one command, and JAX's settings as they were afterwards (the command may
+    run inside another program, such as the tests). ``None``, or a folder that cannot be made:
+    no cache (the latter with a warning; a run never fails for want of a cache)."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as cache
+
+    if folder is not None:
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            print(f"pure-backprop: warning: --compile-cache {folder}: {e.strerror or e}; compiling without a cache",
+                  file=sys.stderr)
+            folder = None
+    if folder is None:
+        yield None
+        return
+    saved = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
+    for name, value in zip(_CACHE_OPTIONS, (str(folder), 0.0, -1, CACHE_MAX_BYTES)):
+        jax.config.update(name, value)
+    cache.reset_cache()  # read the folder afresh: JAX sets its cache up once, at the first compile
+    try:
+        yield folder
+    finally:
+        for name, value in saved.items():
+            jax.config.update(name, value)
+        cache.reset_cache()
 
 
 def main(argv=None) -> int:
@@ -156,9 +212,10 @@ def main(argv=None) -> int:
         try:
             args = build_parser().parse_args(argv)
             stop.check()
-            if args.command == "train":
-                return train_command(args, stop)
-            return check_command(args, stop)
+            with compilation_cache(args.compile_cache):
+                if args.command == "train":
+                    return train_command(args, stop)
+                return check_command(args, stop)
         except UsageError as e:
             print(f"pure-backprop: error: {e}", file=sys.stderr)
             return EXIT_USAGE

@@ -242,3 +242,46 @@ def test_model_defaults_fill_only_what_the_user_left_out():
     assert options("--model", "convnet", "--lr", "0.05", "--schedule", "constant", "--weight-decay", "0",
                    "--epochs", "7") == (7, 0.05, "constant", 0.0, 0.0)
     assert options("--schedule", "cosine", "--weight-decay", "1e-4") == (1000, 0.1, "cosine", 1e-4, 0.0)
+
+
+# --- the compilation cache -------------------------------------------------------------------
+
+SMALL_RUN = ["train", "--epochs", "2", "--hidden", "8", "--augment", "none", "--no-progress"]
+
+
+def test_a_second_run_takes_its_programs_from_the_compile_cache(tmp_path):
+    import jax
+
+    cache = tmp_path / "cache"
+    before = jax.config.jax_compilation_cache_dir
+    assert main([*SMALL_RUN, "--out", str(tmp_path / "one"), "--compile-cache", str(cache)]) == 0
+    assert jax.config.jax_compilation_cache_dir == before  # JAX's settings as they were
+    first = sorted(p.name for p in cache.iterdir())
+    assert first, "the first run keeps its compiled programs"
+    assert main([*SMALL_RUN, "--out", str(tmp_path / "two"), "--compile-cache", str(cache)]) == 0
+    assert sorted(p.name for p in cache.iterdir()) == first  # nothing compiled anew
+    one, two = (json.loads((tmp_path / k / "metrics.json").read_text()) for k in ("one", "two"))
+    assert one["history"] == two["history"]  # the same programs: the same numbers
+
+
+def test_the_compile_cache_defaults_to_the_users_cache_folder_and_none_keeps_nothing(tmp_path, monkeypatch):
+    from pure_backprop.cli import build_parser, default_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache() == str(tmp_path / "xdg" / "pure_backprop" / "xla")
+    assert build_parser().parse_args(["check"]).compile_cache == default_cache()
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache() == str(tmp_path / "home" / ".cache" / "pure_backprop" / "xla")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert main([*SMALL_RUN, "--out", str(tmp_path / "run"), "--compile-cache", "none"]) == 0
+    assert not (tmp_path / "xdg").exists() and not (tmp_path / "home").exists()
+    assert build_parser().parse_args(["train", "--compile-cache", "none"]).compile_cache is None
+
+
+def test_a_cache_folder_that_cannot_be_made_warns_and_the_run_goes_on(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert main([*SMALL_RUN, "--out", str(tmp_path / "run"), "--compile-cache", str(tmp_path / "file" / "cache")]) == 0
+    err = capsys.readouterr().err
+    assert f"pure-backprop: warning: --compile-cache {tmp_path / 'file' / 'cache'}: " in err
+    assert "compiling without a cache" in err and (tmp_path / "run" / "metrics.json").exists()

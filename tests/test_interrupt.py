@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 
 EPOCHS = 2000  # many short compiled calls (100 epochs each): training outlasts the moments below
-ARGS = ["train", "--epochs", str(EPOCHS), "--hidden", "8", "--augment", "none", "--validation", "0"]
+ARGS = ["train", "--epochs", str(EPOCHS), "--hidden", "8", "--augment", "none", "--validation", "0",
+        "--compile-cache", "none"]  # every run compiles: the moment "while the first call compiles" exists
 DEADLINE = 240.0  # seconds for any one wait; generous for a loaded 2-core machine
 GRAD_LINE = "gradient check"
 PROGRESS = re.compile(rf"\b([1-9]\d*)/{EPOCHS}\b")  # the progress bar after a finished compiled call
