@@ -800,3 +800,53 @@ def test_pooling_defaults_no_padding_and_a_window_of_one_is_the_identity():
         y, residuals = pool(1).forward((), x)
         np.testing.assert_array_equal(y, x)
         np.testing.assert_array_equal(pool(1).backward((), residuals, 2 * x)[1], 2 * x)
+
+
+# --- pure_backprop/layers/batch_norm.py -------------------------------------------------------
+
+def test_batch_norm_messages_name_the_layer_the_argument_and_the_shapes_exactly():
+    bn = batch_norm()
+    params, state, _ = bn.init(None, (-1, 3))
+    with _raises_exactly(ValueError, "batch_norm: in_shape must be (N, D) or (N, C, H, W), got shape (3,)"):
+        bn.init(None, (3,))
+    with _raises_exactly(TypeError, "batch_norm: train must be a Python bool (True for batch statistics and dropout, "
+                                    "False for inference), got int; under jax.jit mark it static"):
+        bn.forward(params, state, jnp.ones((2, 3)), None, 1)
+    with _raises_exactly(ValueError, "batch_norm: state['mean'] has shape (4,) but x of shape (2, 3) has 3 "
+                                     "features/channels; expected (3,)"):
+        bn.forward(params, {"mean": jnp.zeros(4), "var": jnp.ones(3)}, jnp.ones((2, 3)), None, True)
+    with _raises_exactly(ValueError, "batch_norm: train mode needs at least 2 values per feature to normalize, got x "
+                                     "of shape (1, 3) (a batch of one gives y = beta and dx = 0)"):
+        bn.forward(params, state, jnp.ones((1, 3)), None, True)
+    residuals = bn.forward(params, state, jnp.ones((2, 3)), None, True)[2]
+    with _raises_exactly(ValueError, "batch_norm: dy shape (3, 2) does not match x shape (2, 3)"):
+        bn.backward(params, residuals, jnp.ones((3, 2)))
+
+
+def test_batch_norm_two_values_per_feature_are_enough_in_train_mode():
+    bn = batch_norm()
+    for shape in ((2, 3), (1, 3, 1, 2), (2, 3, 1, 1)):
+        params, state, _ = bn.init(None, shape)
+        x = jnp.arange(float(np.prod(shape))).reshape(shape)
+        y, _, residuals = bn.forward(params, state, x, None, True)
+        assert np.all(np.abs(np.asarray(y)) > 0.99)  # two values normalize to -1 and +1 (up to eps)
+        assert bn.backward(params, residuals, jnp.ones(shape))[1].shape == shape
+
+
+def test_batch_norm_momentum_zero_keeps_only_the_batch_statistics():
+    bn = batch_norm(momentum=0.0)
+    params, state, _ = bn.init(None, (-1, 2))
+    x = jnp.array([[1.0, 10.0], [3.0, 30.0], [5.0, 20.0]])
+    _, new_state, _ = bn.forward(params, state, x, None, True)
+    np.testing.assert_allclose(new_state["mean"], [3.0, 20.0], rtol=1e-7)  # float32 state
+    np.testing.assert_allclose(new_state["var"], [8 / 3, 200 / 3], rtol=1e-7)
+
+
+def test_batch_norm_init_and_running_averages_keep_the_dtype_asked_for():
+    bn = batch_norm()
+    for dtype in (jnp.float32, jnp.float16):
+        params, state, _ = bn.init(None, (-1, 3, 2, 2), dtype)
+        assert {k: v.dtype for k, v in {**params, **state}.items()} == dict.fromkeys(("gamma", "beta", "mean", "var"), dtype)
+        # a float64 batch through float32/float16 state: the new averages stay in the state's dtype
+        _, new_state, _ = bn.forward(params, state, jnp.ones((2, 3, 2, 2), jnp.float64), None, True)
+        assert new_state["mean"].dtype == dtype and new_state["var"].dtype == dtype
