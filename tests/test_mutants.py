@@ -850,3 +850,17 @@ def test_batch_norm_init_and_running_averages_keep_the_dtype_asked_for():
         # a float64 batch through float32/float16 state: the new averages stay in the state's dtype
         _, new_state, _ = bn.forward(params, state, jnp.ones((2, 3, 2, 2), jnp.float64), None, True)
         assert new_state["mean"].dtype == dtype and new_state["var"].dtype == dtype
+
+
+# --- reference/regularization.py --------------------------------------------------------------
+
+def test_reference_weight_decay_penalty_finds_W_at_any_depth_like_the_package():
+    """Every leaf whose last key is ``"W"``, however deep, and no other leaf (a bare array in a
+    tuple has an index, not a key): the reference must pick the same leaves as the package."""
+    from pure_backprop.layers.weight_decay import penalty
+    from reference.regularization import weight_decay_penalty
+    w1, w2, b = jnp.arange(6.0).reshape(2, 3), jnp.ones((2, 2)), jnp.full((3,), 10.0)
+    params = ({"block": {"W": w1, "b": b}}, [b], {"W": w2}, ())
+    expected = 0.5 * 0.1 * (float(jnp.sum(w1 ** 2)) + float(jnp.sum(w2 ** 2)))
+    np.testing.assert_allclose(weight_decay_penalty(params, 0.1), expected, rtol=1e-14)
+    np.testing.assert_allclose(penalty(params, 0.1), expected, rtol=1e-14)
