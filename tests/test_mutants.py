@@ -864,3 +864,26 @@ def test_reference_weight_decay_penalty_finds_W_at_any_depth_like_the_package():
     expected = 0.5 * 0.1 * (float(jnp.sum(w1 ** 2)) + float(jnp.sum(w2 ** 2)))
     np.testing.assert_allclose(weight_decay_penalty(params, 0.1), expected, rtol=1e-14)
     np.testing.assert_allclose(penalty(params, 0.1), expected, rtol=1e-14)
+
+
+# --- reference/conv.py ------------------------------------------------------------------------
+
+def test_reference_conv_defaults_are_stride_one_and_no_padding():
+    from reference import conv as ref
+    x = jax.random.normal(_KEY, (2, 3, 5, 6))
+    params = {"W": jax.random.normal(_KEY, (4, 3, 3, 3)), "b": jnp.arange(4.0)}
+    assert ref.conv2d()(params, x).shape == (2, 4, 3, 4)
+    np.testing.assert_array_equal(ref.conv2d()(params, x), ref.conv2d(1, 0)(params, x))
+    assert ref.avg_pool2d(2)(None, x).shape == ref.max_pool2d(2)(None, x).shape == (2, 3, 2, 3)
+
+
+@pytest.mark.parametrize("padding", [(1, 0), (0, 1), (2, 1)])
+def test_reference_pooling_pads_each_axis_by_its_own_amount_like_the_package(padding):
+    from pure_backprop.layers import avg_pool2d, max_pool2d
+    from reference import conv as ref
+    x = jax.random.normal(_KEY, (1, 2, 5, 4))
+    for package, reference in ((max_pool2d, ref.max_pool2d), (avg_pool2d, ref.avg_pool2d)):
+        want = package(3, 1, padding).forward((), x)[0]
+        got = reference(3, 1, padding)(None, x)
+        assert got.shape == want.shape == (1, 2, 3 + 2 * padding[0], 2 + 2 * padding[1])
+        np.testing.assert_allclose(got, want, rtol=1e-14)
