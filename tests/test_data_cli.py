@@ -185,6 +185,7 @@ def test_train_on_mnist_files(tmp_path):
     (["train", "--dataset", "mnist", "--data-dir", "/nonexistent/mnist"], "does not exist"),
     (["train", "--out", "/proc/forbidden/run"], "cannot write to output folder"),
     (["check", "--layer", "nope"], "is not a built-in case"),
+    (["train", "--compile-cache", ""], "--compile-cache: give a folder, or 'none' to keep no compiled programs"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_bad_options_give_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
