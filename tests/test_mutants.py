@@ -887,3 +887,153 @@ def test_reference_pooling_pads_each_axis_by_its_own_amount_like_the_package(pad
         got = reference(3, 1, padding)(None, x)
         assert got.shape == want.shape == (1, 2, 3 + 2 * padding[0], 2 + 2 * padding[1])
         np.testing.assert_allclose(got, want, rtol=1e-14)
+
+
+# --- pure_backprop/layers/conv2d.py -----------------------------------------------------------
+# Every axis a different length (N 2, C 6, FN 4, H 7, W 8, a 3x2 or 2x3 kernel), so that a wrong
+# transpose or reshape changes a shape or mixes values; each config leaves a remainder (rows or
+# columns that no window reaches) and pads the axes differently; C FH FW = 36 > 32, so "auto"
+# picks the convolution form for B and the offsets form for A (over-padded rows).
+
+_CONV_CONFIGS = {  # name: (kernel, stride, padding)
+    "A": ((3, 2), (3, 1), (2, 0)),   # rows: (7 + 4 - 3) % 3 = 2 left over; over-padded rows
+    "B": ((2, 3), (1, 2), (0, 1)),   # columns: (8 + 2 - 3) % 2 = 1 left over
+}
+
+
+def _conv2d_case(config, dtype=jnp.float64):
+    kernel, stride, padding = _CONV_CONFIGS[config]
+    keys = jax.random.split(jax.random.PRNGKey(7), 4)
+    x = jax.random.normal(keys[0], (2, 6, 7, 8), dtype)
+    params = {"W": jax.random.normal(keys[1], (4, 6) + kernel, jnp.float64), "b": jax.random.normal(keys[2], (4,))}
+    return kernel, stride, padding, x, params, keys[3]
+
+
+@pytest.mark.parametrize("method", ["auto", "im2col", "conv", "mixed", "offsets"])
+@pytest.mark.parametrize("config", ["A", "B"])
+def test_conv2d_every_method_matches_jax_vjp_with_unequal_axes_and_a_remainder(config, method):
+    import reference.conv as ref7
+    from pure_backprop.layers import conv2d
+    kernel, stride, padding, x, params, key = _conv2d_case(config)
+    layer = conv2d(4, kernel, stride, padding, method=method)
+    y, residuals = layer.forward(params, x)
+    expected_y, vjp = jax.vjp(ref7.conv2d(stride, padding), params, x)
+    assert y.shape == expected_y.shape
+    np.testing.assert_allclose(y, expected_y, rtol=1e-12, atol=1e-12)
+    dy = jax.random.normal(key, y.shape)
+    grads, dx = layer.backward(params, residuals, dy)
+    expected_grads, expected_dx = vjp(dy)
+    for got, want in ((grads["W"], expected_grads["W"]), (grads["b"], expected_grads["b"]), (dx, expected_dx)):
+        assert got.shape == want.shape and got.dtype == jnp.float64
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["im2col", "conv", "mixed", "offsets"])
+def test_conv2d_promotes_float32_x_with_float64_filters_like_a_matrix_product(method):
+    import reference.conv as ref7
+    from pure_backprop.layers import conv2d
+    kernel, stride, padding, x, params, key = _conv2d_case("A", jnp.float32)
+    layer = conv2d(4, kernel, stride, padding, method=method)
+    y, residuals = layer.forward(params, x)
+    dy = jax.random.normal(key, y.shape)
+    grads, dx = layer.backward(params, residuals, dy)
+    expected_y, vjp = jax.vjp(ref7.conv2d(stride, padding), params, x.astype(jnp.float64))
+    expected_grads, expected_dx = vjp(dy)
+    for got, want in ((y, expected_y), (grads["W"], expected_grads["W"]), (dx, expected_dx)):
+        assert got.dtype == jnp.float64, method  # float32 x is exact in float64: the results are too
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("w_shape, padding, plan", [
+    ((1, 32, 1, 1), (0, 0), "im2col"), ((1, 2, 4, 4), (0, 0), "im2col"),  # K = 32: still im2col
+    ((1, 33, 1, 1), (0, 0), "conv"), ((1, 3, 3, 4), (0, 0), "conv"),      # K = 33 and 36
+    ((1, 16, 3, 5), (1, 2), "conv"),      # 2 ph = FH - 1 and 2 pw = FW - 1: the output is the input's size
+    ((1, 16, 3, 5), (2, 0), "offsets"),   # rows over-padded
+    ((1, 16, 3, 5), (0, 3), "offsets"),   # columns over-padded
+    ((1, 16, 5, 3), (0, 2), "offsets"),
+])
+def test_conv2d_auto_plan_at_its_boundaries(w_shape, padding, plan):
+    from pure_backprop.layers.conv2d import auto_plan
+    assert auto_plan(w_shape, padding) == plan
+
+
+def test_conv2d_init_shapes_dtype_and_initializers():
+    from pure_backprop.layers import conv2d
+    params, out_shape = conv2d(4, (3, 2), stride=(2, 1), padding=(1, 0)).init(_KEY, (-1, 6, 7, 8), jnp.float64)
+    assert out_shape == (-1, 4, 4, 7)
+    assert params["W"].shape == (4, 6, 3, 2) and params["W"].dtype == jnp.float64
+    assert params["b"].shape == (4,) and params["b"].dtype == jnp.float64
+    np.testing.assert_array_equal(params["b"], jnp.zeros(4))
+    assert conv2d(1, 1).init(_KEY, (2, 1, 3, 3))[1] == (2, 1, 3, 3)  # one filter of 1x1, no padding
+    seen = []
+
+    def w_init(key, shape, dtype):
+        seen.append(("W", shape, dtype))
+        return jax.random.normal(key, shape, dtype)
+
+    def b_init(key, shape, dtype):
+        seen.append(("b", shape, dtype))
+        return jax.random.normal(key, shape, dtype)
+
+    params, _ = conv2d(3, 2, w_init=w_init, b_init=b_init).init(_KEY, (1, 2, 4, 4), jnp.float32)
+    assert seen == [("W", (3, 2, 2, 2), jnp.float32), ("b", (3,), jnp.float32)]
+    k_w, k_b = jax.random.split(_KEY)  # W and b from the two halves of the key
+    np.testing.assert_array_equal(params["W"], jax.random.normal(k_w, (3, 2, 2, 2), jnp.float32))
+    np.testing.assert_array_equal(params["b"], jax.random.normal(k_b, (3,), jnp.float32))
+
+
+def test_conv2d_accepts_the_smallest_arguments():
+    from pure_backprop.layers import conv2d
+    layer = conv2d(1, (1, 1), stride=(1, 1), padding=(0, 0))
+    x = jnp.arange(12.0).reshape(1, 1, 3, 4)
+    y, residuals = layer.forward({"W": jnp.full((1, 1, 1, 1), 2.0), "b": jnp.ones(1)}, x)
+    np.testing.assert_array_equal(y, 2 * x + 1)
+    assert conv2d(2, 3, method="conv").init(_KEY, (1, 1, 3, 3))[1] == (1, 2, 1, 1)  # the kernel just fits
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(filters=0), "filters must be a positive int, got 0"),
+    (dict(filters=True), "filters must be a positive int, got True"),
+    (dict(filters=2.0), "filters must be a positive int, got 2.0"),
+    (dict(kernel_size=0), "kernel_size must be a positive int or a pair of positive ints, got 0"),
+    (dict(stride=(1, 0)), "stride must be a positive int or a pair of positive ints, got (1, 0)"),
+    (dict(padding=-1), "padding must be a non-negative int or a pair of non-negative ints, got -1"),
+    (dict(method="fft"), "method must be one of ('auto', 'im2col', 'conv', 'mixed', 'offsets'), got 'fft'"),
+])
+def test_conv2d_construction_messages_exactly(bad, message):
+    from pure_backprop.layers import conv2d
+    arguments = dict(filters=2, kernel_size=3) | bad
+    with _raises_exactly(ValueError, "conv2d: " + message):
+        conv2d(**arguments)
+
+
+def test_conv2d_shape_messages_exactly():
+    from pure_backprop.layers import conv2d
+    layer = conv2d(4, (3, 2), padding=1)
+    params = {"W": jnp.ones((4, 3, 3, 2)), "b": jnp.ones(4)}
+    with _raises_exactly(ValueError, "conv2d: in_shape must be (N, C, H, W), got (3, 8, 8)"):
+        layer.init(_KEY, (3, 8, 8))
+    tight = conv2d(4, (3, 2), padding=(0, 1))
+    with _raises_exactly(ValueError, "conv2d: kernel (3, 2) is larger than the padded input (2, 4) "
+                                     "(in_shape (-1, 3, 2, 2), padding (0, 1)); use a smaller kernel or more padding"):
+        tight.init(_KEY, (-1, 3, 2, 2))
+    with _raises_exactly_under_jit(ValueError, "conv2d: kernel (3, 2) is larger than the padded input (2, 4) "
+                                   "(x.shape=(1, 3, 2, 2), padding (0, 1)); use a smaller kernel or more padding"):
+        tight.forward(params, jnp.ones((1, 3, 2, 2)))
+    shape_errors = [
+        (params, jnp.ones((3, 8, 8)), "x must have 4 axes, got shape (3, 8, 8) (N, C, H, W)"),
+        ({"W": jnp.ones((4, 3, 3)), "b": jnp.ones(4)}, jnp.ones((1, 3, 8, 8)),
+         "W must have 4 axes, got shape (4, 3, 3) (FN, C, FH, FW)"),
+        (params, jnp.ones((1, 2, 8, 8)),
+         "input has 2 channels but W expects 3 (x.shape=(1, 2, 8, 8), W.shape=(4, 3, 3, 2))"),
+        ({"W": jnp.ones((4, 3, 2, 3)), "b": jnp.ones(4)}, jnp.ones((1, 3, 8, 8)),
+         "W has kernel (2, 3) but the layer was built with kernel_size (3, 2) (W.shape=(4, 3, 2, 3))"),
+        ({"W": params["W"], "b": jnp.ones((1, 4))}, jnp.ones((1, 3, 8, 8)),
+         "b shape (1, 4) does not match W shape (4, 3, 3, 2); expected (4,)"),
+    ]
+    for p, x, message in shape_errors:
+        with _raises_exactly_under_jit(ValueError, "conv2d: " + message):
+            layer.forward(p, x)
+    _, residuals = layer.forward(params, jnp.ones((2, 3, 5, 6)))  # y: (2, 4, 5, 7)
+    with _raises_exactly_under_jit(ValueError, "conv2d: dy shape (2, 4, 5, 6) does not match output shape (2, 4, 5, 7)"):
+        layer.backward(params, residuals, jnp.ones((2, 4, 5, 6)))

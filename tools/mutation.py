@@ -62,6 +62,26 @@ def _purge():
             del sys.modules[name]
 
 
+XLA_CACHE = MUTANTS / "xla-cache"
+XLA_CACHE_BYTES = 4 << 30
+
+
+def _xla_cache(args):
+    return None if args.xla_cache == "none" else str(Path(args.xla_cache).resolve())
+
+
+def _keep_compiled_programs(folder):
+    """JAX's persistent compilation cache, shared by the workers and kept between runs: a program
+    whose HLO a mutant did not change (most of them: the tests' oracles, every other layer) is
+    loaded instead of compiled again. Keyed by the HLO, so a changed program is compiled anew."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    jax.config.update("jax_compilation_cache_max_size", XLA_CACHE_BYTES)
+
+
 class _Collector:
     """The ids of the collected tests, and the first test (or module) that failed: the killer."""
 
@@ -80,13 +100,15 @@ class _Collector:
             self.killer = report.nodeid
 
 
-def _worker(conn, mutants_dir, log_path):
+def _worker(conn, mutants_dir, log_path, xla_cache=None):
     os.chdir(mutants_dir)
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
     sys.path.insert(0, mutants_dir)
     sys.dont_write_bytecode = False  # mutants/ files are large (every mutant of every function): keep their .pyc
+    if xla_cache:
+        _keep_compiled_programs(xla_cache)
     import pytest
 
     while True:
@@ -110,26 +132,34 @@ def _worker(conn, mutants_dir, log_path):
 class Worker:
     """The spawned worker and the pipe to it; ``run`` returns ``None`` on a timeout or a crash."""
 
-    def __init__(self, log_path):
-        self.log_path = log_path
+    def __init__(self, log_path, xla_cache=None):
+        self.log_path, self.xla_cache = log_path, xla_cache
         self.process, self.count, self.exitcode = None, 0, None
 
     def start(self):
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_worker, args=(child, str(MUTANTS), str(self.log_path)), daemon=True)
+        self.process = context.Process(target=_worker, args=(child, str(MUTANTS), str(self.log_path), self.xla_cache),
+                                            daemon=True)
         self.process.start()
         child.close()
         self.count = 0
 
     def run(self, kind, mutant, args, timeout):
+        self.send(kind, mutant, args)
+        if not self.conn.poll(timeout):
+            self.stop(kill=True)
+            return None
+        return self.receive()
+
+    def send(self, kind, mutant, args):
         if self.process is None:
             self.start()
         self.count += 1
         self.conn.send((kind, mutant, list(args)))
-        if not self.conn.poll(timeout):
-            self.stop(kill=True)
-            return None
+
+    def receive(self):
+        """The answer to the last ``send`` (waits for it); ``None`` if the worker died."""
         try:
             result = self.conn.recv()
         except EOFError:
@@ -265,7 +295,7 @@ def run_file(path, config, selections, args, log_path, shared=None):
     if not names:
         return 0.0
     start = time.monotonic()
-    worker = shared or Worker(log_path)
+    worker = shared or Worker(log_path, _xla_cache(args))
     try:
         return _run_mutants(path, config, selections, args, log_path, data, names, worker, start)
     finally:
@@ -291,12 +321,15 @@ def _run_mutants(path, config, selections, args, log_path, data, names, worker, 
     timeout = config.get("timeout_constant", 20.0) + config.get("timeout_multiplier", 4.0) * cold
     print(f"    clean run {cold:.1f} s cold, {warm:.1f} s warm; timeout per mutant {timeout:.0f} s", flush=True)
     killers = json.loads(KILLERS.read_text()) if KILLERS.exists() else {}
-    for i, name in enumerate(names):
-        if args.fresh or worker.count >= args.restart_every:
-            worker.stop()
-            if not args.fresh:
-                _clean(worker, config, ids, f"fresh worker before mutant {i + 1}")
-        result = worker.run("mutant", name, _common_args(config) + ids, timeout)
+    workers = [worker]
+    for k in range(2, min(args.jobs, len(names)) + 1):  # each extra worker must pass the clean tests too
+        workers.append(Worker(log_path.with_suffix(f".{k}.log"), worker.xla_cache))
+        workers[-1].log_path.write_text("")
+        _clean(workers[-1], config, ids, f"worker {k}'s first run")
+    done = 0
+
+    def record(name, result, worker):
+        nonlocal done
         killers.pop(name, None)
         if result is None:
             code, seconds = (TIMEOUT, timeout) if worker.exitcode in (-9, None) else (worker.exitcode, 0.0)
@@ -311,8 +344,15 @@ def _run_mutants(path, config, selections, args, log_path, data, names, worker, 
         data.durations_by_key[name] = seconds
         data.save()
         KILLERS.write_text(json.dumps(killers, indent=0, sort_keys=True))
+        done += 1
         mark = {KILLED: ".", SURVIVED: "S", TIMEOUT: "T"}.get(code, "?")
-        print(mark, end="" if (i + 1) % 60 else f" {i + 1}/{len(names)}\n", flush=True)
+        print(mark, end="" if done % 60 else f" {done}/{len(names)}\n", flush=True)
+
+    _dispatch(workers, names, lambda w, i: _replace_worker(w, config, ids, args, i), _common_args(config) + ids,
+              timeout, record)
+    for extra in workers[1:]:
+        _clean(extra, config, ids, f"{extra.log_path.name}: after the last mutant")
+        extra.stop()
     _clean(worker, config, ids, "after the last mutant")
     worker.stop()
     elapsed = time.monotonic() - start
@@ -324,6 +364,41 @@ def _run_mutants(path, config, selections, args, log_path, data, names, worker, 
         entry.update({"seconds": round(elapsed, 1), "mutants": len(names)})
     TIMES.write_text(json.dumps(timing, indent=2))
     return elapsed
+
+
+def _replace_worker(worker, config, ids, args, i):
+    """Before mutant ``i``: a new worker every ``--restart-every`` mutants (or every one with ``--fresh``)."""
+    if args.fresh or worker.count >= args.restart_every:
+        worker.stop()
+        if not args.fresh:
+            _clean(worker, config, ids, f"fresh worker before mutant {i + 1}")
+
+
+def _dispatch(workers, names, before, test_args, timeout, record):
+    """Run the mutants ``names`` on ``workers`` (one at a time each), ``record(name, result, worker)``
+    as each ends; ``result`` is ``None`` when its worker ran past ``timeout`` (killed) or died."""
+    from multiprocessing.connection import wait
+
+    pending, busy = list(enumerate(names)), {}  # worker -> (name, deadline)
+    while pending or busy:
+        for worker in workers:
+            if worker not in busy and pending:
+                i, name = pending.pop(0)
+                before(worker, i)
+                worker.send("mutant", name, test_args)
+                busy[worker] = (name, time.monotonic() + timeout)
+        first_deadline = min(deadline for _, deadline in busy.values())
+        wait([w.conn for w in busy], timeout=max(0.0, first_deadline - time.monotonic()))
+        for worker, (name, deadline) in list(busy.items()):
+            if worker.conn.poll():  # an answer, or the end of a worker that died
+                result = worker.receive()
+            elif time.monotonic() >= deadline:
+                worker.stop(kill=True)
+                result = None
+            else:
+                continue
+            del busy[worker]
+            record(name, result, worker)
 
 
 TIMES = MUTANTS / "mutation-times.json"
@@ -383,6 +458,10 @@ def main(argv=None):
     parser.add_argument("--match", action="append", metavar="GLOB",
                         help="run only the mutants whose name matches (repeatable), e.g. '*x_backward__mutmut_3'")
     parser.add_argument("--fresh", action="store_true", help="a new worker process for every mutant")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="run N workers side by side (each one core; default 1)")
+    parser.add_argument("--xla-cache", default=str(XLA_CACHE.relative_to(ROOT)), metavar="DIR|none",
+                        help="JAX's persistent compilation cache for the workers (default %(default)s)")
     parser.add_argument("--restart-every", type=int, default=100, help="replace the worker after this many mutants")
     parser.add_argument("--no-diffs", action="store_true", help="list survivors without their diffs")
     parser.add_argument("--estimate", action="store_true",
@@ -405,7 +484,7 @@ def main(argv=None):
         MUTANTS.joinpath("logs").mkdir(exist_ok=True)
         total = 0.0
         # --estimate: one worker for every file, as XLA's compiled programs carry over between them
-        shared = Worker(MUTANTS / "logs" / "estimate.log") if args.estimate else None
+        shared = Worker(MUTANTS / "logs" / "estimate.log", _xla_cache(args)) if args.estimate else None
         for f in files:
             log = MUTANTS / "logs" / (f.replace("/", ".") + ".log")
             log.write_text("")
