@@ -169,7 +169,8 @@ def _cache_folder(text: str) -> str | None:
 
 CACHE_MAX_BYTES = 256 * 2**20  # least recently used programs are dropped beyond this
 _CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-                  "jax_persistent_cache_min_entry_size_bytes", "jax_compilation_cache_max_size")
+                  "jax_persistent_cache_min_entry_size_bytes", "jax_compilation_cache_max_size",
+                  "jax_enable_compilation_cache")
 
 
 @contextlib.contextmanager
@@ -177,7 +178,8 @@ def compilation_cache(folder: str | None):
     """JAX's persistent compilation cache in ``folder`` (every program, however quick to compile)
     for the duration of one command, and JAX's settings as they were afterwards (the command may
     run inside another program, such as the tests). ``None``, or a folder that cannot be made:
-    no cache (the latter with a warning; a run never fails for want of a cache)."""
+    no cache, not even one the surrounding program set up (the latter with a warning; a run never
+    fails for want of a cache)."""
     import jax
     from jax.experimental.compilation_cache import compilation_cache as cache
 
@@ -188,12 +190,12 @@ def compilation_cache(folder: str | None):
             print(f"pure-backprop: warning: --compile-cache {folder}: {e.strerror or e}; compiling without a cache",
                   file=sys.stderr)
             folder = None
-    if folder is None:
-        yield None
-        return
     saved = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
-    for name, value in zip(_CACHE_OPTIONS, (str(folder), 0.0, -1, CACHE_MAX_BYTES)):
-        jax.config.update(name, value)
+    if folder is None:
+        jax.config.update("jax_enable_compilation_cache", False)
+    else:
+        for name, value in zip(_CACHE_OPTIONS, (str(folder), 0.0, -1, CACHE_MAX_BYTES, True)):
+            jax.config.update(name, value)
     cache.reset_cache()  # read the folder afresh: JAX sets its cache up once, at the first compile
     try:
         yield folder

@@ -280,6 +280,18 @@ def test_the_compile_cache_defaults_to_the_users_cache_folder_and_none_keeps_not
     assert build_parser().parse_args(["train", "--compile-cache", "none"]).compile_cache is None
 
 
+def test_none_keeps_nothing_even_inside_a_program_that_keeps_a_cache(tmp_path):
+    import jax
+    from pure_backprop.cli import compilation_cache
+
+    outer = tmp_path / "outer"
+    with compilation_cache(str(outer)):  # as the surrounding program (the tests, a notebook) may
+        # hidden 13: programs of shapes no other test compiles, so this run must compile them
+        assert main([*SMALL_RUN, "--hidden", "13", "--out", str(tmp_path / "run"), "--compile-cache", "none"]) == 0
+        assert jax.config.jax_compilation_cache_dir == str(outer) and jax.config.jax_enable_compilation_cache
+    assert (tmp_path / "run" / "metrics.json").exists() and not any(outer.iterdir())
+
+
 def test_a_cache_folder_that_cannot_be_made_warns_and_the_run_goes_on(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert main([*SMALL_RUN, "--out", str(tmp_path / "run"), "--compile-cache", str(tmp_path / "file" / "cache")]) == 0
