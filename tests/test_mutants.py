@@ -1009,8 +1009,8 @@ def test_conv2d_construction_messages_exactly(bad, message):
 
 def test_conv2d_shape_messages_exactly():
     from pure_backprop.layers import conv2d
-    layer = conv2d(4, (3, 2), padding=1)
-    params = {"W": jnp.ones((4, 3, 3, 2)), "b": jnp.ones(4)}
+    layer = conv2d(4, (2, 3), padding=1)  # C = 3, FH = 2, FW = 3: a message that reads the wrong axis shows it
+    params = {"W": jnp.ones((4, 3, 2, 3)), "b": jnp.ones(4)}
     with _raises_exactly(ValueError, "conv2d: in_shape must be (N, C, H, W), got (3, 8, 8)"):
         layer.init(_KEY, (3, 8, 8))
     tight = conv2d(4, (3, 2), padding=(0, 1))
@@ -1019,21 +1019,157 @@ def test_conv2d_shape_messages_exactly():
         tight.init(_KEY, (-1, 3, 2, 2))
     with _raises_exactly_under_jit(ValueError, "conv2d: kernel (3, 2) is larger than the padded input (2, 4) "
                                    "(x.shape=(1, 3, 2, 2), padding (0, 1)); use a smaller kernel or more padding"):
-        tight.forward(params, jnp.ones((1, 3, 2, 2)))
+        tight.forward({"W": jnp.ones((4, 3, 3, 2)), "b": jnp.ones(4)}, jnp.ones((1, 3, 2, 2)))
     shape_errors = [
         (params, jnp.ones((3, 8, 8)), "x must have 4 axes, got shape (3, 8, 8) (N, C, H, W)"),
         ({"W": jnp.ones((4, 3, 3)), "b": jnp.ones(4)}, jnp.ones((1, 3, 8, 8)),
          "W must have 4 axes, got shape (4, 3, 3) (FN, C, FH, FW)"),
         (params, jnp.ones((1, 2, 8, 8)),
-         "input has 2 channels but W expects 3 (x.shape=(1, 2, 8, 8), W.shape=(4, 3, 3, 2))"),
-        ({"W": jnp.ones((4, 3, 2, 3)), "b": jnp.ones(4)}, jnp.ones((1, 3, 8, 8)),
-         "W has kernel (2, 3) but the layer was built with kernel_size (3, 2) (W.shape=(4, 3, 2, 3))"),
+         "input has 2 channels but W expects 3 (x.shape=(1, 2, 8, 8), W.shape=(4, 3, 2, 3))"),
+        ({"W": jnp.ones((4, 3, 3, 2)), "b": jnp.ones(4)}, jnp.ones((1, 3, 8, 8)),
+         "W has kernel (3, 2) but the layer was built with kernel_size (2, 3) (W.shape=(4, 3, 3, 2))"),
         ({"W": params["W"], "b": jnp.ones((1, 4))}, jnp.ones((1, 3, 8, 8)),
-         "b shape (1, 4) does not match W shape (4, 3, 3, 2); expected (4,)"),
+         "b shape (1, 4) does not match W shape (4, 3, 2, 3); expected (4,)"),
     ]
     for p, x, message in shape_errors:
         with _raises_exactly_under_jit(ValueError, "conv2d: " + message):
             layer.forward(p, x)
-    _, residuals = layer.forward(params, jnp.ones((2, 3, 5, 6)))  # y: (2, 4, 5, 7)
-    with _raises_exactly_under_jit(ValueError, "conv2d: dy shape (2, 4, 5, 6) does not match output shape (2, 4, 5, 7)"):
-        layer.backward(params, residuals, jnp.ones((2, 4, 5, 6)))
+    _, residuals = layer.forward(params, jnp.ones((2, 3, 5, 6)))  # y: (2, 4, 6, 6)
+    with _raises_exactly_under_jit(ValueError, "conv2d: dy shape (2, 4, 6, 5) does not match output shape (2, 4, 6, 6)"):
+        layer.backward(params, residuals, jnp.ones((2, 4, 6, 5)))
+
+
+@pytest.mark.parametrize("x_dtype, w_dtype", [
+    (jnp.float32, jnp.float32), (jnp.float32, jnp.float16), (jnp.float16, jnp.float32), (jnp.bfloat16, jnp.float16)])
+@pytest.mark.parametrize("method", ["conv", "offsets", "im2col"])
+def test_conv2d_computes_in_the_promoted_dtype_of_x_and_w(method, x_dtype, w_dtype):
+    # under x64 a default dtype would be float64: every part must be result_type(x, W) instead
+    import reference.conv as ref7
+    from pure_backprop.layers import conv2d
+    kernel, stride, padding, x, params, key = _conv2d_case("A")
+    layer = conv2d(4, kernel, stride, padding, method=method)
+    low = {"W": params["W"].astype(w_dtype), "b": params["b"].astype(w_dtype)}
+    y, residuals = layer.forward(low, x.astype(x_dtype))
+    dtype = jnp.result_type(x_dtype, w_dtype)
+    dy = jax.random.normal(key, y.shape).astype(dtype)
+    grads, dx = layer.backward(low, residuals, dy)
+    exact = {k: v.astype(jnp.float64) for k, v in low.items()}
+    expected_y, vjp = jax.vjp(ref7.conv2d(stride, padding), exact, x.astype(x_dtype).astype(jnp.float64))
+    expected_grads, expected_dx = vjp(dy.astype(jnp.float64))
+    for got, want in ((y, expected_y), (grads["W"], expected_grads["W"]), (grads["b"], expected_grads["b"]),
+                      (dx, expected_dx)):
+        assert got.dtype == dtype, (got.dtype, dtype)
+        np.testing.assert_allclose(np.float64(got), want, rtol=0.05, atol=0.05 * float(jnp.max(jnp.abs(want))))
+
+
+# --- pure_backprop/perturb.py -----------------------------------------------------------------
+# The module's promise is twofold: the values equal a recomputation (tests/test_perturb.py), and
+# each rule keeps a value sparse while that is exact (a rule that fell back to the dense path
+# would give the same values, only slower). These read the form of the output too.
+
+_PA = np.random.default_rng(1).normal(size=(3, 4))
+_PB = np.random.default_rng(2).normal(size=(4, 5))
+_PV = np.random.default_rng(3).normal(size=4)
+_P_IDX = np.array([0, 5, 11, 7])  # one moved entry per perturbation: (0, 0), (1, 1), (2, 3), (1, 3) of a (3, 4)
+
+
+def _perturb_out(fun, args, j, idx=_P_IDX, seed=4):
+    """``fun``'s output as ``perturb._eval`` carries it, with entry ``idx[k]`` of ``args[j]``
+    moved for perturbation ``k``; and the same values recomputed one perturbation at a time."""
+    from pure_backprop import perturb
+    args = [jnp.asarray(a) for a in args]
+    new = args[j].ravel()[idx] + jnp.asarray(np.random.default_rng(seed).normal(size=len(idx)), args[j].dtype)
+    closed = jax.make_jaxpr(fun)(*args)
+    inputs = [(a, None) for a in args]
+    inputs[j] = (args[j], perturb.Sparse(jnp.asarray(idx).reshape(-1, 1), new.reshape(-1, 1)))
+    ((base, rep),) = perturb._eval(closed.jaxpr, closed.consts, inputs, len(idx))
+
+    def one(i, v):
+        moved = list(args)
+        moved[j] = args[j].ravel().at[i].set(v).reshape(args[j].shape)
+        return fun(*moved)
+
+    want = jnp.stack([one(i, v) for i, v in zip(idx, new)])
+    np.testing.assert_allclose(base, fun(*args), rtol=1e-14)
+    np.testing.assert_allclose(perturb._dense(base, rep, len(idx)), want, rtol=1e-13, atol=1e-13)
+    return rep
+
+
+def _sparse_at(rep, positions):
+    from pure_backprop import perturb
+    assert isinstance(rep, perturb.Sparse), type(rep).__name__
+    np.testing.assert_array_equal(rep.idx, np.asarray(positions).reshape(len(_P_IDX), -1))
+
+
+_ROWS, _COLS = np.divmod(_P_IDX, 4)  # the moved entries' coordinates in the (3, 4) operand
+
+
+@pytest.mark.parametrize("name, fun, args, j, positions", [
+    ("elementwise", lambda a: jnp.tanh(a) * 2.0, (_PA,), 0, _P_IDX),
+    ("elementwise, unaffected operand", lambda a, b: jnp.exp(a) * b, (_PA, _PA[::-1]), 0, _P_IDX),
+    ("broadcast bias", lambda a, v: a + v[None, :], (_PA, _PV), 0, _P_IDX),
+    ("scalar operand", lambda a: jnp.maximum(a, 0.1), (_PA,), 0, _P_IDX),
+    ("reshape", lambda a: jnp.sin(a.reshape(2, 6)), (_PA,), 0, _P_IDX),
+    ("axis of size one", lambda a: jnp.cos(a[:, None, :]), (_PA,), 0, _P_IDX),
+    ("squeeze", lambda a: jnp.squeeze(a[:, None, :], 1), (_PA,), 0, _P_IDX),
+    ("transpose", lambda a: a.T, (_PA,), 0, _COLS * 3 + _ROWS),
+    ("matmul lhs", lambda a, b: a @ b, (_PA, _PB), 0, _ROWS[:, None] * 5 + np.arange(5)),
+    ("matmul rhs", lambda b, a: a @ b, (_PA, _PB.T[:, :3]), 0, np.arange(5)[None, :] * 4 + _COLS[:, None]),
+    ("matmul, contracting the first axes", lambda a, b: jnp.einsum("ij,ik->jk", a, b), (_PA, _PB.T[:3]), 0,
+     _COLS[:, None] * 4 + np.arange(4)),
+    ("batched matmul", lambda a, b: jnp.einsum("bj,bk->bjk", a, b), (_PA, _PB.T[:3]), 0,
+     _ROWS[:, None] * 16 + _COLS[:, None] * 4 + np.arange(4)),
+    ("inner jit", lambda a: jax.jit(jnp.tanh)(a), (_PA,), 0, _P_IDX),
+    ("custom_jvp", lambda a: jax.nn.relu(a), (_PA,), 0, _P_IDX),
+])
+def test_perturb_rules_keep_one_moved_entry_sparse(name, fun, args, j, positions):
+    _sparse_at(_perturb_out(fun, args, j), positions)
+
+
+@pytest.mark.parametrize("name, fun, args, j", [
+    ("reduce_sum", lambda a: jnp.sum(a, 0), (_PA,), 0),
+    ("reduce_sum, all axes", lambda a: jnp.sum(a), (_PA,), 0),
+    ("bias moved: a real broadcast", lambda v, a: a + v[None, :], (_PV, _PA), 0),
+    ("fallback", lambda a: jnp.cumsum(a, 1), (_PA,), 0),
+    ("two moved entries meet", lambda a: (a @ a.T) * a[:, :3], (_PA,), 0),
+])
+def test_perturb_dense_where_the_rules_say(name, fun, args, j):
+    from pure_backprop import perturb
+    idx = _P_IDX[:3] if name == "bias moved: a real broadcast" else _P_IDX
+    rep = _perturb_out(fun, args, j, idx)
+    assert isinstance(rep, perturb.Dense), type(rep).__name__
+
+
+def test_perturb_change_is_taken_in_the_output_precision():
+    # float32 operands, a float64 product: the moved entry's change must be the exact float64
+    # difference, not a float32 one rounded before it is widened
+    from jax import lax
+    a = jnp.asarray(_PA * 1e3, jnp.float32)
+    b = jnp.asarray(_PB, jnp.float32)
+
+    def fun(u, w):
+        return lax.dot_general(u, w, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float64)
+
+    idx = _P_IDX
+    new = (a.ravel()[idx] * (1 + 1e-3 * np.arange(1, 5))).astype(jnp.float32)  # close to the old value
+    from pure_backprop import perturb
+    closed = jax.make_jaxpr(fun)(a, b)
+    ((base, rep),) = perturb._eval(closed.jaxpr, closed.consts, [(a, perturb.Sparse(jnp.asarray(idx)[:, None],
+                                                                                 new[:, None])), (b, None)], 4)
+    want = jnp.stack([fun(a.ravel().at[i].set(v).reshape(a.shape), b) for i, v in zip(idx, new)])
+    got = perturb._dense(base, rep, 4)
+    assert got.dtype == jnp.float64
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-12)
+    change = perturb._change(a, perturb.Sparse(jnp.asarray(idx)[:, None], new[:, None]), jnp.float64)
+    np.testing.assert_array_equal(change[:, 0], np.float64(new) - np.float64(a.ravel()[idx]))
+
+
+def test_perturb_messages_and_sizes_exactly():
+    from pure_backprop import perturb
+    with _raises_exactly(ValueError, "perturb: the function must return a scalar, got shape (3,)"):
+        perturb.moved_values(lambda a: a * 2, [jnp.ones(3)], 0, jnp.zeros(2, int), jnp.ones(2))
+    assert perturb.dense_bytes(lambda s: s, [jnp.float64(1.0)]) == 8  # no intermediate: the output's 8 bytes
+    # a float32 (3, 4): 48 bytes for tanh, 4 for the sum; an inner jit counts its own intermediates too
+    a = jnp.ones((3, 4), jnp.float32)
+    assert perturb.dense_bytes(lambda u: jnp.sum(jnp.tanh(u)), [a]) == 48 + 4
+    assert perturb.dense_bytes(lambda u: jnp.sum(jax.jit(jnp.tanh)(u)), [a]) == 48 + 48 + 4
