@@ -17,12 +17,13 @@ This script runs them, not ``mutmut run``, for two reasons:
   module is loaded); XLA's thread pools do not survive a fork. ``process_isolation =
   "forkserver"`` avoids that, but then every mutant pays a cold JAX start and all its compiles.
 
-So: one worker process, started with ``spawn`` (no fork), imports JAX once and runs mutant
-after mutant with ``pytest.main`` against the file's tests (``-x``, one process, ``-p
-no:randomly``), each time after dropping ``pure_backprop``, ``reference``, the test modules and
+So: a worker process (``--jobs N``: N of them, side by side), started with ``spawn`` (no fork),
+imports JAX once and runs mutant after mutant with ``pytest.main`` against the file's tests
+(``-x``, one process, ``-p no:randomly``), each time after dropping ``pure_backprop``, ``reference``, the test modules and
 the conftest from ``sys.modules``: the registry and every layer are rebuilt under the new mutant,
-and jitted functions, being new function objects, are traced again. Only XLA's compiled
-primitives (pure functions of their HLO) stay warm. Every ``--restart-every`` mutants the worker
+and jitted functions, being new function objects, are traced again. XLA's compiled programs stay
+warm: the workers share JAX's persistent compilation cache (``--xla-cache``), keyed by the HLO, so
+only the programs a mutant changed are compiled again. Every ``--restart-every`` mutants the worker
 is replaced and the clean tests must pass again; a mutant that runs past its timeout is killed
 with its worker. ``--fresh`` starts a new worker for every mutant (slower; for checking).
 
