@@ -296,6 +296,7 @@ def _moved_dense(layer, treedef, leaves, dy, which, indices, values):
 
     def one(w, i, v):
         moved = [leaf.ravel().at[jnp.where(w == j, i, leaf.size)].set(v, mode="drop").reshape(leaf.shape)
+                 if leaf.size else leaf  # (JAX refuses any index into an empty leaf; none is moved)
                  for j, leaf in enumerate(leaves)]  # the index of every other leaf is out of range: dropped
         return _phi(layer, treedef, moved, dy)
 

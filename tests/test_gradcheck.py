@@ -261,6 +261,19 @@ def test_compare_with_jax_does_not_drop_a_nan():
     assert gradcheck.compare_with_jax(nan_b, mse, params, x, jnp.zeros((5, 3))) == np.inf
 
 
+@pytest.mark.parametrize("mode", ["fast", "full", "full, by perturb"])
+def test_an_empty_parameter_leaf_is_skipped_and_the_rest_checked(mode, monkeypatch):
+    # an empty leaf is no empty batch; full mode's dense evaluation indexed into it and crashed
+    if mode == "full, by perturb":
+        monkeypatch.setattr(gradcheck, "DENSE_ENTRIES", 0)
+        mode = "full"
+    layer = Layer(None, lambda p, v: (v * 2.0 + jnp.sum(p["b"]), v), lambda p, r, dy: ({"b": p["b"]}, 2.0 * dy))
+    report = gradcheck.check(layer, {"b": jnp.zeros((0,))}, jnp.ones((2, 3)), mode=mode)
+    assert report.ok and [leaf.path for leaf in report.leaves] == ["dx"], str(report)
+    wrong = Layer(None, layer.forward, lambda p, r, dy: ({"b": p["b"]}, 3.0 * dy))
+    assert not gradcheck.check(wrong, {"b": jnp.zeros((0,))}, jnp.ones((2, 3)), mode=mode).ok
+
+
 def test_a_report_with_nothing_checked_is_not_ok():
     assert not gradcheck.Report("layer", "fast", (), ()).ok
 

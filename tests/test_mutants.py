@@ -5,6 +5,7 @@ so that ``[tool.mutmut.tests]`` in pyproject.toml can select it with ``-k``. Sma
 jit of whole networks: ``python tools/mutation.py`` runs these once per mutant.
 """
 
+import dataclasses
 import re
 
 import jax
@@ -1173,3 +1174,99 @@ def test_perturb_messages_and_sizes_exactly():
     a = jnp.ones((3, 4), jnp.float32)
     assert perturb.dense_bytes(lambda u: jnp.sum(jnp.tanh(u)), [a]) == 48 + 4
     assert perturb.dense_bytes(lambda u: jnp.sum(jax.jit(jnp.tanh)(u)), [a]) == 48 + 48 + 4
+
+
+# --- pure_backprop/gradcheck.py ---------------------------------------------------------------
+
+def _gradcheck_affine():
+    params, _ = affine(3).init(jax.random.PRNGKey(0), (-1, 4))
+    return affine(3), params, jax.random.normal(jax.random.PRNGKey(1), (5, 4))
+
+
+_STEP = "step must be a finite number > 0 (the finite-difference step, relative to the entries' magnitude), got "
+_TOL = "must be a finite number >= 0 (a tolerance), got "
+_MEMORY = "memory_mb must be a finite number > 0 (MiB for one compiled full-mode chunk), got "
+_REAL = "; gradcheck differentiates real floating (or integer, promoted to float64) values only: close over the others in the layer"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(mode="slow"), "mode must be 'fast' or 'full', got 'slow'"),
+    (dict(order=3), "order must be 2 or 4, got 3"),
+    (dict(order=True), "order must be 2 or 4, got True"),
+    (dict(order=4.0), "order must be 2 or 4, got 4.0"),
+    (dict(directions=0), "directions must be an integer >= 1, got 0; pass e.g. directions=3"),
+    (dict(directions=True), "directions must be an integer >= 1, got True; pass e.g. directions=3"),
+    (dict(seed=-1), "seed must be an integer in [0, 2**63), got -1; pass e.g. seed=0"),
+    (dict(seed=2**63), "seed must be an integer in [0, 2**63), got 9223372036854775808; pass e.g. seed=0"),
+    (dict(seed=1.0), "seed must be an integer in [0, 2**63), got 1.0; pass e.g. seed=0"),
+    (dict(seed=np.bool_(True)), "seed must be an integer in [0, 2**63), got np.True_; pass e.g. seed=0"),
+    (dict(step=0.0), _STEP + "0.0; pass e.g. step=1e-5, or None for the default"),
+    (dict(step="1e-5"), _STEP + "'1e-5'; pass e.g. step=1e-5, or None for the default"),
+    (dict(step=True), _STEP + "True; pass e.g. step=1e-5, or None for the default"),
+    (dict(step=b"1"), _STEP + "b'1'; pass e.g. step=1e-5, or None for the default"),
+    (dict(step=[1e-5]), _STEP + "[1e-05]; pass e.g. step=1e-5, or None for the default"),
+    (dict(rtol_jax=-1e-10), "rtol_jax " + _TOL + "-1e-10; pass e.g. rtol_jax=1e-10 (the default)"),
+    (dict(rtol_jax=None), "rtol_jax " + _TOL + "None; pass e.g. rtol_jax=1e-10 (the default)"),
+    (dict(rtol_num=float("nan")), "rtol_num " + _TOL + "nan; pass e.g. rtol_num=1e-6 (the default)"),
+    (dict(rtol_num=np.bool_(False)), "rtol_num " + _TOL + "np.False_; pass e.g. rtol_num=1e-6 (the default)"),
+    (dict(atol=-1.0), "atol " + _TOL + "-1.0; pass e.g. atol=1e-9, or None for the rounding noise"),
+    (dict(atol=True), "atol " + _TOL + "True; pass e.g. atol=1e-9, or None for the rounding noise"),
+    (dict(memory_mb=0), _MEMORY + "0; pass e.g. memory_mb=256 (the default)"),
+    (dict(memory_mb=True), _MEMORY + "True; pass e.g. memory_mb=256 (the default)"),
+    (dict(memory_mb=float("inf")), _MEMORY + "inf; pass e.g. memory_mb=256 (the default)"),
+    (dict(state={"a": 1}), "state and key apply to a StatefulLayer; this layer is a plain Layer"),
+    (dict(key=_KEY), "state and key apply to a StatefulLayer; this layer is a plain Layer"),
+])
+def test_gradcheck_settings_messages_exactly(kwargs, message):
+    from pure_backprop import gradcheck
+    layer, params, x = _gradcheck_affine()
+    with _raises_exactly(ValueError, "gradcheck: " + message):
+        gradcheck.check(layer, params, x, **kwargs)
+
+
+def test_gradcheck_input_messages_exactly():
+    from pure_backprop import gradcheck
+    layer, params, x = _gradcheck_affine()
+    tuple_in = Layer(None, lambda p, v: (v[0] * v[1], v), lambda p, r, dy: ((), (dy * r[1], dy * r[0])))
+    cases = [
+        (relu, (), jnp.zeros((0, 4)), "x is an empty batch (x has shape (0, 4)); give at least one example"),
+        (tuple_in, (), (jnp.ones(2), jnp.zeros((0,))), "x is an empty batch (x[1] has shape (0,)); give at least one example"),
+        (relu, (), (), "params and x hold no entries to check; give the layer at least one parameter or input entry"),
+        (relu, (), jnp.array([True, False]), "x has dtype bool" + _REAL),
+        (layer, {"W": params["W"].astype(jnp.complex64), "b": params["b"]}, x, "params['W'] has dtype complex64" + _REAL),
+        (Layer(None, lambda p, v: ({"a": v, "n": jnp.round(v).astype(jnp.int32)}, None), lambda p, r, dy: ((), dy["a"])),
+         (), jnp.ones((2, 3)), "the layer's output y['n'] has dtype int32; the output checked must be floating"),
+        (Layer(None, lambda p, v: (v[:, :0], None), lambda p, r, dy: ((), jnp.zeros((2, 3)))), (), jnp.ones((2, 3)),
+         "the layer's output y has no entries, so there is nothing to check; give an input for which the layer "
+         "returns at least one value"),
+    ]
+    for lay, p, v, message in cases:
+        with _raises_exactly(ValueError, "gradcheck: " + message):
+            gradcheck.check(lay, p, v)
+
+
+def test_gradcheck_report_text_exactly():
+    from pure_backprop import gradcheck
+    good = gradcheck.LeafReport("params['W']", (4, 3), 1e-17, 2.5e-16, 3e-9, 1.5e-9, "v2", 0.123456789, 0.123456789,
+                                0.1234567, 0, True)
+    bad = gradcheck.LeafReport("dx", (5, 4), float("nan"), float("nan"), float("inf"), float("inf"), "(1, 2)", 1.0,
+                               2.0, float("nan"), 2, False, "non-finite numerical (1, 2) = nan")
+    report = gradcheck.Report("affine", "fast", ("float32",), (good, bad), ("a problem",), 4)
+    assert not report.ok and report.kinks == 2
+    assert str(report) == "\n".join([
+        "gradcheck affine: mode=fast, float64, promoted from float32: FAILED",
+        "  rows: each leaf's worst of 4 random unit directions vN; hand, jax, numerical: d<y, dy>/d(vN); an entry "
+        "(i, j) where the leaf needed the entry-by-entry check (a kink, a disagreement, a non-finite value)",
+        "  problem: a problem",
+        "case    leaf         shape   rel err jax  rel err numerical  worst   hand      jax       numerical  kinks  status",
+        "affine  params['W']  (4, 3)  2.5e-16      1.5e-09            v2      0.123457  0.123457  0.123457   0      ok",
+        "affine  dx           (5, 4)  nan          inf                (1, 2)  1         2         nan        2      "
+        "FAIL non-finite numerical (1, 2) = nan",
+    ])
+    fine = gradcheck.Report("net", "full", ("float32", "int64"), (good,))
+    assert fine.ok and str(fine).splitlines()[:2] == [
+        "gradcheck net: mode=full, float64, promoted from float32/int64: ok",
+        "  rows: each leaf's worst entry (i, j); hand, jax, numerical: d<y, dy>/d(entry)"]
+    assert str(gradcheck.Report("x", "full", (), (good,))).splitlines()[0] == "gradcheck x: mode=full, float64: ok"
+    assert not gradcheck.Report("x", "full", (), (good,), ("a problem",)).ok  # a problem fails it, leaves ok or not
+    assert gradcheck.format_rows([("c", dataclasses.replace(bad, problem=""))]).splitlines()[1].endswith("2      FAIL")
