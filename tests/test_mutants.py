@@ -1270,3 +1270,51 @@ def test_gradcheck_report_text_exactly():
     assert str(gradcheck.Report("x", "full", (), (good,))).splitlines()[0] == "gradcheck x: mode=full, float64: ok"
     assert not gradcheck.Report("x", "full", (), (good,), ("a problem",)).ok  # a problem fails it, leaves ok or not
     assert gradcheck.format_rows([("c", dataclasses.replace(bad, problem=""))]).splitlines()[1].endswith("2      FAIL")
+
+
+@pytest.mark.parametrize("mode", ["fast", "full"])
+def test_gradcheck_a_zero_gradient_passes_with_relative_errors_of_zero(mode):
+    # every hand, jax and numerical value of dx is 0: the leaf's scale is 0, and its relative
+    # errors are the absolute ones (0), not 0 / 0
+    from pure_backprop import gradcheck
+    layer = Layer(None, lambda p, v: (v * 0.0 + p["c"], None), lambda p, r, dy: ({"c": dy}, dy * 0.0))
+    report = gradcheck.check(layer, {"c": jnp.ones((2, 3))}, jnp.ones((2, 3)), mode=mode)
+    dx = report.leaves[1]
+    assert report.ok and dx.path == "dx" and (dx.rel_jax, dx.rel_num, dx.abs_jax, dx.abs_num) == (0, 0, 0, 0), str(report)
+
+
+def test_gradcheck_wrong_structure_or_shape_of_the_backward_fails_by_name():
+    from pure_backprop import gradcheck
+    x = jnp.ones((2, 3))
+    tuple_grads = Layer(None, lambda p, v: (v * p["a"][None, :], v),
+                        lambda p, r, dy: ((jnp.sum(dy * r, 0),), dy * p["a"][None, :]))
+    report = gradcheck.check(tuple_grads, {"a": jnp.ones(3)}, x)
+    assert not report.ok and report.leaves == ()
+    assert report.problems == (f"backward returned (grads, dx) with structure "
+                               f"{jax.tree_util.tree_structure(((1,), 1))}, expected "
+                               f"{jax.tree_util.tree_structure(({'a': 1}, 1))}",)
+    summed = Layer(None, tuple_grads.forward, lambda p, r, dy: ({"a": jnp.sum(dy * r)}, dy * p["a"][None, :]))
+    report = gradcheck.check(summed, {"a": jnp.ones(3)}, x)
+    a, dx = report.leaves
+    assert not report.ok and not a.ok and dx.ok
+    assert (a.path, a.shape, a.worst, a.rel_jax, a.rel_num, a.problem) == ("params['a']", (3,), "-", np.inf, np.inf,
+                                                                          "hand gradient has shape ()")
+
+
+def test_gradcheck_a_non_finite_forward_fails_every_leaf_naming_the_first_entry_and_the_count():
+    from pure_backprop import gradcheck
+    log = Layer(None, lambda p, v: (jnp.log(v), v), lambda p, r, dy: ((), dy / r))
+    for mode in ("fast", "full"):
+        report = gradcheck.check(log, (), jnp.array([[1.0, -1.0, -2.0]]), mode=mode)
+        message = "non-finite forward y (0, 1) = nan (2 non-finite entries)"
+        assert report.problems == (message,) and report.leaves[0].problem == message and not report.ok
+        one = gradcheck.check(log, (), jnp.array([[1.0, -1.0]]), mode=mode)
+        assert one.problems == ("non-finite forward y (0, 1) = nan",)
+
+
+def test_gradcheck_chunk_size_and_small_helpers():
+    from pure_backprop import gradcheck
+    assert [gradcheck.chunk_size(1, 2**20), gradcheck.chunk_size(1, 2**19), gradcheck.chunk_size(1e-4, 8),
+            gradcheck.chunk_size(1e-9, 8), gradcheck.chunk_size(256, 3 * 2**20)] == [1, 2, 13, 1, 85]
+    assert gradcheck._index(5, (2, 3)) == "(1, 2)" and gradcheck._index(0, ()) == "()"
+    assert gradcheck.EPS == 2.0**-52
