@@ -1318,3 +1318,23 @@ def test_gradcheck_chunk_size_and_small_helpers():
             gradcheck.chunk_size(1e-9, 8), gradcheck.chunk_size(256, 3 * 2**20)] == [1, 2, 13, 1, 85]
     assert gradcheck._index(5, (2, 3)) == "(1, 2)" and gradcheck._index(0, ()) == "()"
     assert gradcheck.EPS == 2.0**-52
+
+
+@pytest.mark.parametrize("method, forward_convs, backward_convs, col", [
+    ("im2col", 0, 0, True), ("mixed", 0, 1, True), ("conv", 1, 2, False), ("offsets", 1, 1, False)])
+@pytest.mark.parametrize("config", ["A", "B"])
+def test_conv2d_a_forced_method_runs_its_own_formulation(config, method, forward_convs, backward_convs, col):
+    # every method computes the same values, so only the program shows which one ran: convolutions
+    # in the forward (conv form) and backward (dW by conv form, dx by conv form), and im2col's col;
+    # config A would be "offsets" under auto, B "conv"
+    from pure_backprop.layers import conv2d
+    kernel, stride, padding, x, params, _ = _conv2d_case(config)
+    layer = conv2d(4, kernel, stride, padding, method=method)
+
+    def convs(fun, *args):
+        return str(jax.make_jaxpr(fun)(*args)).count("conv_general_dilated")
+
+    y, residuals = layer.forward(params, x)
+    assert (residuals[1] is not None) == col
+    assert convs(layer.forward, params, x) == forward_convs
+    assert convs(layer.backward, params, residuals, y) == backward_convs
