@@ -1338,3 +1338,27 @@ def test_conv2d_a_forced_method_runs_its_own_formulation(config, method, forward
     assert (residuals[1] is not None) == col
     assert convs(layer.forward, params, x) == forward_convs
     assert convs(layer.backward, params, residuals, y) == backward_convs
+
+
+def test_perturb_change_keeps_the_outputs_dtype_below_float64():
+    # float16 operands, a float32 product: the moved values are float32 like the product (under
+    # x64 a default dtype would be float64, so this pins the output's own dtype)
+    from jax import lax
+    from pure_backprop import perturb
+    a = jnp.asarray(_PA, jnp.float16)
+    b = jnp.asarray(_PB, jnp.float16)
+
+    def fun(u, w):
+        return lax.dot_general(u, w, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+
+    new = (a.ravel()[_P_IDX] + 1).astype(jnp.float16)
+    closed = jax.make_jaxpr(fun)(a, b)
+    ((base, rep),) = perturb._eval(closed.jaxpr, closed.consts, [(a, perturb.Sparse(jnp.asarray(_P_IDX)[:, None],
+                                                                                 new[:, None])), (b, None)], 4)
+    assert isinstance(rep, perturb.Sparse) and rep.new.dtype == jnp.float32 and base.dtype == jnp.float32
+    want = jnp.stack([fun(a.ravel().at[i].set(v).reshape(a.shape), b) for i, v in zip(_P_IDX, new)])
+    np.testing.assert_allclose(perturb._dense(base, rep, 4), want, rtol=1e-6, atol=1e-6)
+    summed = jax.make_jaxpr(lambda u: jnp.sum(u, 0, dtype=jnp.float32))(a)
+    ((base, rep),) = perturb._eval(summed.jaxpr, summed.consts, [(a, perturb.Sparse(jnp.asarray(_P_IDX)[:, None],
+                                                                                  new[:, None]))], 4)
+    assert perturb._dense(base, rep, 4).dtype == jnp.float32
