@@ -26,7 +26,7 @@ Rules keep values sparse as long as that is exact:
 
 Everything else (and any rule whose conditions fail) materializes the dense value and applies the
 op under ``vmap``, so any forward runs, only slower. Higher-order calls (``jit``,
-``custom_jvp_call``, ``custom_vjp_call``) are entered and evaluated by the same rules; the values
+``jax.checkpoint``, ``custom_jvp_call``, ``custom_vjp_call``) are entered and evaluated by the same rules; the values
 are those of the primal function.
 
 Every rule computes the forward's own operations at the perturbed point; the bilinear and
@@ -64,7 +64,7 @@ _ELEMENTWISE = frozenset("""
 """.split())
 # primitives that call a jaxpr once with their operands (loops such as scan and while also
 # hold jaxprs, but run them many times: they take the dense path)
-_CALL_PRIMITIVES = frozenset("jit pjit closed_call core_call remat checkpoint custom_jvp_call custom_vjp_call".split())
+_CALL_PRIMITIVES = frozenset("jit pjit closed_call core_call remat remat2 checkpoint custom_jvp_call custom_vjp_call".split())
 _CALLS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
 
 
@@ -126,9 +126,8 @@ def _eval(jaxpr: Jaxpr, consts, inputs, c):
 
 
 def _bind(eqn, args):
-    params = eqn.primitive.get_bind_params(eqn.params)  # jax >= 0.7 returns the params only
-    subfuns, params = params if isinstance(params, tuple) else ((), params)
-    out = eqn.primitive.bind(*subfuns, *args, **params)
+    params = eqn.primitive.get_bind_params(eqn.params)  # (jax >= 0.7: the params only, subfuns among them)
+    out = eqn.primitive.bind(*args, **params)
     return list(out) if eqn.primitive.multiple_results else [out]
 
 

@@ -1125,6 +1125,8 @@ _ROWS, _COLS = np.divmod(_P_IDX, 4)  # the moved entries' coordinates in the (3,
     ("outer product, moved operand second", lambda a, w: jax.lax.dot_general(w, a, (((), ()), ((), ()))),
      (_PA, _PB[0]), 0, np.arange(5)[None, :] * 12 + _P_IDX[:, None]),
     ("inner jit", lambda a: jax.jit(jnp.tanh)(a), (_PA,), 0, _P_IDX),
+    ("inner jit with a constant", lambda a: jax.jit(lambda v: v * _PA + 1.0)(a), (_PA,), 0, _P_IDX),
+    ("checkpoint", lambda a: jax.checkpoint(jnp.tanh)(a), (_PA,), 0, _P_IDX),
     ("custom_jvp", lambda a: jax.nn.relu(a), (_PA,), 0, _P_IDX),
 ])
 def test_perturb_rules_keep_one_moved_entry_sparse(name, fun, args, j, positions):
@@ -1136,6 +1138,7 @@ def test_perturb_rules_keep_one_moved_entry_sparse(name, fun, args, j, positions
     ("reduce_sum, all axes", lambda a: jnp.sum(a), (_PA,), 0),
     ("bias moved: a real broadcast", lambda v, a: a + v[None, :], (_PV, _PA), 0),
     ("fallback", lambda a: jnp.cumsum(a, 1), (_PA,), 0),
+    ("reshape that transposes", lambda a: jnp.sin(jax.lax.reshape(a, (4, 3), dimensions=(1, 0))), (_PA,), 0),
     ("two moved entries meet", lambda a: (a @ a.T) * a[:, :3], (_PA,), 0),
 ])
 def test_perturb_dense_where_the_rules_say(name, fun, args, j):
@@ -1366,3 +1369,33 @@ def test_perturb_change_keeps_the_outputs_dtype_below_float64():
     ((base, rep),) = perturb._eval(summed.jaxpr, summed.consts, [(a, perturb.Sparse(jnp.asarray(_P_IDX)[:, None],
                                                                                   new[:, None]))], 4)
     assert perturb._dense(base, rep, 4).dtype == jnp.float32
+
+
+def test_perturb_moved_values_are_cast_to_the_leafs_dtype():
+    # float64 new values for a float32 leaf: each is rounded to float32 first, as setting the
+    # entry would, and the function runs in float32 as it would at that point
+    from pure_backprop import perturb
+    a = jnp.asarray(_PA, jnp.float32)
+    new = jnp.asarray(_PA.ravel()[_P_IDX] + 1 / 3, jnp.float64)
+
+    def fun(u):
+        return jnp.sum(jnp.tanh(u))
+
+    got = perturb.moved_values(fun, [a], 0, jnp.asarray(_P_IDX), new)
+    want = [fun(a.ravel().at[i].set(v.astype(jnp.float32)).reshape(a.shape)) for i, v in zip(_P_IDX, new)]
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_perturb_reduce_sum_adds_the_change_to_the_base_sum():
+    # the rule scatter-adds each moved entry's change onto the base sum (a dense sum of every
+    # perturbed input would give the same values: the program shows which one ran)
+    from pure_backprop import perturb
+    a = jnp.asarray(_PA)
+
+    def fun(u):
+        return jnp.sum(jnp.sum(jnp.tanh(u), 0) ** 2)
+
+    program = str(jax.make_jaxpr(lambda i, n: perturb.moved_values(fun, [a], 0, i, n))(jnp.asarray(_P_IDX), a.ravel()[:4]))
+    assert "scatter-add" in program or "scatter_add" in program
+    assert perturb.dense_bytes(lambda u: jnp.sum(jax.checkpoint(jnp.tanh)(u)), [a]) == 96 + 96 + 8  # entered
