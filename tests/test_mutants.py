@@ -1385,6 +1385,11 @@ def test_perturb_moved_values_are_cast_to_the_leafs_dtype():
     want = [fun(a.ravel().at[i].set(v.astype(jnp.float32)).reshape(a.shape)) for i, v in zip(_P_IDX, new)]
     assert got.dtype == jnp.float32
     np.testing.assert_allclose(got, want, rtol=1e-6)
+    # 1 + 2**-30 is 1 in float32: the moved entry then adds nothing (and the float32 ops accept it)
+    ones = jnp.ones(4, jnp.float32)
+    got = perturb.moved_values(lambda u: jnp.sum((u - 1.0) * 2.0**30), [ones], 0, jnp.asarray([1]),
+                               jnp.asarray([1 + 2.0**-30]))
+    np.testing.assert_array_equal(got, [0.0])
 
 
 def test_perturb_reduce_sum_adds_the_change_to_the_base_sum():
