@@ -26,8 +26,8 @@ Rules keep values sparse as long as that is exact:
 
 Everything else (and any rule whose conditions fail) materializes the dense value and applies the
 op under ``vmap``, so any forward runs, only slower. Higher-order calls (``jit``,
-``jax.checkpoint``, ``custom_jvp_call``, ``custom_vjp_call``) are entered and evaluated by the same rules; the values
-are those of the primal function.
+``jax.checkpoint``, ``custom_jvp_call``, ``custom_vjp_call``) are entered and evaluated by the
+same rules; the values are those of the primal function.
 
 Every rule computes the forward's own operations at the perturbed point; the bilinear and
 linear rewrites are exact in real arithmetic and differ from a full recomputation only by

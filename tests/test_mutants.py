@@ -1074,12 +1074,14 @@ _PV = np.random.default_rng(3).normal(size=4)
 _P_IDX = np.array([0, 5, 11, 7])  # one moved entry per perturbation: (0, 0), (1, 1), (2, 3), (1, 3) of a (3, 4)
 
 
-def _perturb_out(fun, args, j, idx=_P_IDX, seed=4):
-    """``fun``'s output as ``perturb._eval`` carries it, with entry ``idx[k]`` of ``args[j]``
-    moved for perturbation ``k``; and the same values recomputed one perturbation at a time."""
+def _perturb_out(fun, args, j, idx=_P_IDX, new=None, tol=1e-13):
+    """``fun``'s output as ``perturb._eval`` carries it, ``(base, rep)``, with entry ``idx[k]`` of
+    ``args[j]`` set to ``new[k]`` (default: moved by a seeded normal) for perturbation ``k``; its
+    values are checked against the same perturbations recomputed one at a time."""
     from pure_backprop import perturb
     args = [jnp.asarray(a) for a in args]
-    new = args[j].ravel()[idx] + jnp.asarray(np.random.default_rng(seed).normal(size=len(idx)), args[j].dtype)
+    if new is None:
+        new = args[j].ravel()[idx] + jnp.asarray(np.random.default_rng(4).normal(size=len(idx)), args[j].dtype)
     closed = jax.make_jaxpr(fun)(*args)
     inputs = [(a, None) for a in args]
     inputs[j] = (args[j], perturb.Sparse(jnp.asarray(idx).reshape(-1, 1), new.reshape(-1, 1)))
@@ -1092,8 +1094,8 @@ def _perturb_out(fun, args, j, idx=_P_IDX, seed=4):
 
     want = jnp.stack([one(i, v) for i, v in zip(idx, new)])
     np.testing.assert_allclose(base, fun(*args), rtol=1e-14)
-    np.testing.assert_allclose(perturb._dense(base, rep, len(idx)), want, rtol=1e-13, atol=1e-13)
-    return rep
+    np.testing.assert_allclose(perturb._dense(base, rep, len(idx)), want, rtol=tol, atol=tol)
+    return base, rep
 
 
 def _sparse_at(rep, positions):
@@ -1130,7 +1132,7 @@ _ROWS, _COLS = np.divmod(_P_IDX, 4)  # the moved entries' coordinates in the (3,
     ("custom_jvp", lambda a: jax.nn.relu(a), (_PA,), 0, _P_IDX),
 ])
 def test_perturb_rules_keep_one_moved_entry_sparse(name, fun, args, j, positions):
-    _sparse_at(_perturb_out(fun, args, j), positions)
+    _sparse_at(_perturb_out(fun, args, j)[1], positions)
 
 
 @pytest.mark.parametrize("name, fun, args, j", [
@@ -1144,7 +1146,7 @@ def test_perturb_rules_keep_one_moved_entry_sparse(name, fun, args, j, positions
 def test_perturb_dense_where_the_rules_say(name, fun, args, j):
     from pure_backprop import perturb
     idx = _P_IDX[:3] if name == "bias moved: a real broadcast" else _P_IDX
-    rep = _perturb_out(fun, args, j, idx)
+    _, rep = _perturb_out(fun, args, j, idx)
     assert isinstance(rep, perturb.Dense), type(rep).__name__
 
 
@@ -1158,16 +1160,11 @@ def test_perturb_change_is_taken_in_the_output_precision():
     def fun(u, w):
         return lax.dot_general(u, w, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float64)
 
+    from pure_backprop import perturb
     idx = _P_IDX
     new = (a.ravel()[idx] * (1 + 1e-3 * np.arange(1, 5))).astype(jnp.float32)  # close to the old value
-    from pure_backprop import perturb
-    closed = jax.make_jaxpr(fun)(a, b)
-    ((base, rep),) = perturb._eval(closed.jaxpr, closed.consts, [(a, perturb.Sparse(jnp.asarray(idx)[:, None],
-                                                                                 new[:, None])), (b, None)], 4)
-    want = jnp.stack([fun(a.ravel().at[i].set(v).reshape(a.shape), b) for i, v in zip(idx, new)])
-    got = perturb._dense(base, rep, 4)
-    assert got.dtype == jnp.float64
-    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-12)
+    base, rep = _perturb_out(fun, (a, b), 0, idx, new, tol=1e-12)
+    assert perturb._dense(base, rep, 4).dtype == jnp.float64
     change = perturb._change(a, perturb.Sparse(jnp.asarray(idx)[:, None], new[:, None]), jnp.float64)
     np.testing.assert_array_equal(change[:, 0], np.float64(new) - np.float64(a.ravel()[idx]))
 
@@ -1359,15 +1356,9 @@ def test_perturb_change_keeps_the_outputs_dtype_below_float64():
         return lax.dot_general(u, w, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
 
     new = (a.ravel()[_P_IDX] + 1).astype(jnp.float16)
-    closed = jax.make_jaxpr(fun)(a, b)
-    ((base, rep),) = perturb._eval(closed.jaxpr, closed.consts, [(a, perturb.Sparse(jnp.asarray(_P_IDX)[:, None],
-                                                                                 new[:, None])), (b, None)], 4)
+    base, rep = _perturb_out(fun, (a, b), 0, _P_IDX, new, tol=1e-6)
     assert isinstance(rep, perturb.Sparse) and rep.new.dtype == jnp.float32 and base.dtype == jnp.float32
-    want = jnp.stack([fun(a.ravel().at[i].set(v).reshape(a.shape), b) for i, v in zip(_P_IDX, new)])
-    np.testing.assert_allclose(perturb._dense(base, rep, 4), want, rtol=1e-6, atol=1e-6)
-    summed = jax.make_jaxpr(lambda u: jnp.sum(u, 0, dtype=jnp.float32))(a)
-    ((base, rep),) = perturb._eval(summed.jaxpr, summed.consts, [(a, perturb.Sparse(jnp.asarray(_P_IDX)[:, None],
-                                                                                  new[:, None]))], 4)
+    base, rep = _perturb_out(lambda u: jnp.sum(u, 0, dtype=jnp.float32), (a,), 0, _P_IDX, new, tol=1e-6)
     assert perturb._dense(base, rep, 4).dtype == jnp.float32
 
 

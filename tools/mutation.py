@@ -19,8 +19,8 @@ This script runs them, not ``mutmut run``, for two reasons:
 
 So: a worker process (``--jobs N``: N of them, side by side), started with ``spawn`` (no fork),
 imports JAX once and runs mutant after mutant with ``pytest.main`` against the file's tests
-(``-x``, one process, ``-p no:randomly``), each time after dropping ``pure_backprop``, ``reference``, the test modules and
-the conftest from ``sys.modules``: the registry and every layer are rebuilt under the new mutant,
+(``-x``, one process, ``-p no:randomly``), each time after dropping ``pure_backprop``,
+``reference``, the test modules and the conftest from ``sys.modules``: the registry and every layer are rebuilt under the new mutant,
 and jitted functions, being new function objects, are traced again. XLA's compiled programs stay
 warm: the workers share JAX's persistent compilation cache (``--xla-cache``), keyed by the HLO, so
 only the programs a mutant changed are compiled again. Every ``--restart-every`` mutants the worker
@@ -140,8 +140,8 @@ class Worker:
     def start(self):
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_worker, args=(child, str(MUTANTS), str(self.log_path), self.xla_cache),
-                                            daemon=True)
+        self.process = context.Process(target=_worker, daemon=True,
+                                       args=(child, str(MUTANTS), str(self.log_path), self.xla_cache))
         self.process.start()
         child.close()
         self.count = 0
