@@ -1297,6 +1297,10 @@ def test_gradcheck_wrong_structure_or_shape_of_the_backward_fails_by_name():
     assert report.problems == (f"backward returned (grads, dx) with structure "
                                f"{jax.tree_util.tree_structure(((1,), 1))}, expected "
                                f"{jax.tree_util.tree_structure(({'a': 1}, 1))}",)
+    # the failed report still says what was asked: name, mode, promoted dtypes, directions
+    named = gradcheck.check(tuple_grads, {"a": jnp.ones(3, jnp.float32)}, x, mode="full", directions=2, name="tuple")
+    assert (named.name, named.mode, named.promoted, named.directions) == ("tuple", "full", ("float32",), 2)
+    assert named.problems == report.problems and not named.ok
     summed = Layer(None, tuple_grads.forward, lambda p, r, dy: ({"a": jnp.sum(dy * r)}, dy * p["a"][None, :]))
     report = gradcheck.check(summed, {"a": jnp.ones(3)}, x)
     a, dx = report.leaves
@@ -1314,6 +1318,62 @@ def test_gradcheck_a_non_finite_forward_fails_every_leaf_naming_the_first_entry_
         assert report.problems == (message,) and report.leaves[0].problem == message and not report.ok
         one = gradcheck.check(log, (), jnp.array([[1.0, -1.0]]), mode=mode)
         assert one.problems == ("non-finite forward y (0, 1) = nan",)
+        assert report.kinks == 0 and one.kinks == 0  # a failed leaf has no kinks to report
+
+
+def test_gradcheck_a_stateful_layer_is_checked_with_its_key_and_state():
+    from pure_backprop import gradcheck
+    from pure_backprop.layers import batch_norm, dropout
+    x = jnp.arange(1.0, 7.0).reshape(2, 3)
+    layer = dropout(0.5)
+    report = gradcheck.check(layer, (), x, key=jax.random.PRNGKey(3), mode="full")
+    assert report.ok and report.name == "layer", str(report)
+    with pytest.raises(ValueError, match="needs a PRNG key"):  # the key given is the key used
+        gradcheck.check(layer, (), x, mode="full")
+    assert gradcheck.check(layer, (), x, train=False).ok  # inference: no key needed
+    norm = batch_norm()
+    params, state, _ = norm.init(jax.random.PRNGKey(0), (2, 3))
+    assert gradcheck.check(norm, params, x, state=state, train=False, mode="full").ok
+
+
+@pytest.mark.parametrize("factor, ok", [(1 - 1 / 256, True), (1 + 1 / 256, False)])
+def test_gradcheck_the_rounding_noise_term_is_64_eps_times_the_magnitude_over_the_step(factor, ok):
+    # y = 1 does not depend on x: its numerical gradient is exactly 0 and jax.vjp's is 0; the hand
+    # dx = c * sum|dy| is off by exactly that, which rtol_jax = 1 lets through to the numerical
+    # comparison, where with rtol_num = 0 the tolerance is the noise term 64 eps sum|y||dy| / h
+    from pure_backprop import gradcheck
+    step = 2.0**-10
+    c = factor * 64 * gradcheck.EPS / step
+    layer = Layer(None, lambda p, v: (jnp.ones_like(v), None),
+                  lambda p, r, dy: ((), jnp.full(dy.shape, c * jnp.sum(jnp.abs(dy)))))
+    report = gradcheck.check(layer, (), jnp.zeros((2, 3)), mode="full", step=step, rtol_jax=1.0, rtol_num=0.0)
+    assert report.ok == ok and report.leaves[0].numerical == 0.0 and report.leaves[0].jax == 0.0, str(report)
+
+
+def test_gradcheck_check_loss_names_its_report_and_keeps_a_given_name():
+    from pure_backprop import gradcheck
+    from pure_backprop.layers import affine, mse
+    net = affine(2)
+    params, _ = net.init(jax.random.PRNGKey(0), (3, 4))
+    x, t = jnp.ones((3, 4)), jnp.zeros((3, 2))
+    assert gradcheck.check_loss(net, mse, params, x, t).name == "network+loss"
+    assert gradcheck.check_loss(net, mse, params, x, t, name="mine").name == "mine"
+
+
+def test_gradcheck_full_mode_evaluates_a_small_problem_densely_in_one_chunk_size(monkeypatch):
+    # W (2x3) and x (3x2): 6 entries each, 12 moves per leaf at order 2 -> chunks of 16, one program
+    from pure_backprop import gradcheck
+    sizes, entries = [], []
+    dense, moved_entries = gradcheck._moved_dense, gradcheck._moved_entries
+    monkeypatch.setattr(gradcheck, "_moved_dense", lambda *a: sizes.append(a[-1].shape) or dense(*a))
+    monkeypatch.setattr(gradcheck, "_moved_entries", lambda *a: entries.append(1) or moved_entries(*a))
+    layer = Layer(None, lambda p, v: (v @ p["W"], v), lambda p, r, dy: ({"W": r.T @ dy}, dy @ p["W"].T))
+    report = gradcheck.check(layer, {"W": jnp.ones((2, 3))}, jnp.ones((3, 2)), mode="full")
+    assert report.ok and sizes == [(16,), (16,)] and entries == []
+    sizes.clear()
+    monkeypatch.setattr(gradcheck, "DENSE_ENTRIES", 0)  # larger problems: perturb, leaf by leaf
+    assert gradcheck.check(layer, {"W": jnp.ones((2, 3))}, jnp.ones((3, 2)), mode="full").ok
+    assert sizes == [] and len(entries) == 2
 
 
 def test_gradcheck_chunk_size_and_small_helpers():
