@@ -368,8 +368,8 @@ def _run_mutants(path, config, selections, args, log_path, data, names, worker, 
     def record(name, result, worker):
         nonlocal done
         killers.pop(name, None)
-        if result is None:
-            code, seconds = (TIMEOUT, timeout) if worker.exitcode in (-9, None) else (worker.exitcode, 0.0)
+        if result is None:  # killed past its timeout, or crashed twice (see _dispatch): not a kill
+            code, seconds = (TIMEOUT, timeout) if worker.exitcode in (-9, None) else (SUSPICIOUS, 0.0)
         else:
             if result["killer"]:
                 killers[name] = result["killer"]
@@ -416,10 +416,14 @@ def _replace_worker(worker, config, ids, args, i):
 def _dispatch(workers, names, before, test_args, timeout, record):
     """Run the mutants ``names`` on ``workers`` (one at a time each, with the pytest arguments
     ``test_args(name)``), ``record(name, result, worker)`` as each ends; ``result`` is ``None``
-    when its worker ran past ``timeout`` (killed) or died."""
+    when its worker ran past ``timeout`` (killed) or died twice. A worker that dies on its own (a
+    segfault or abort) is no verdict on the mutant: XLA has crashed loading a program from the
+    persistent cache (``compilation_cache.get_executable_and_time``) under mutants that change
+    nothing such a crash could depend on (``<=`` for ``<``), so the mutant runs once more on a new
+    worker, and a second crash is recorded as suspicious, not killed."""
     from multiprocessing.connection import wait
 
-    pending, busy = list(enumerate(names)), {}  # worker -> (name, deadline)
+    pending, busy, crashed = list(enumerate(names)), {}, set()  # busy: worker -> (name, deadline)
     while pending or busy:
         for worker in workers:
             if worker not in busy and pending:
@@ -438,6 +442,11 @@ def _dispatch(workers, names, before, test_args, timeout, record):
             else:
                 continue
             del busy[worker]
+            if result is None and worker.exitcode not in (-9, None) and name not in crashed:
+                crashed.add(name)
+                print(f"\n    {name}: the worker died ({worker.exitcode}); once more on a new worker", flush=True)
+                pending.insert(0, (names.index(name), name))
+                continue
             record(name, result, worker)
 
 
@@ -458,11 +467,11 @@ def report(files, show_diffs=True):
     equivalent = _equivalent()
     timing = json.loads(TIMES.read_text()) if TIMES.exists() else {}
     killers = json.loads(KILLERS.read_text()) if KILLERS.exists() else {}
-    rows, survivors, stale = [], [], []
+    rows, survivors, stale, crashed = [], [], [], []
     for path in files:
         data = _mutants_of(path)
         status = {name: status_by_exit_code[code] for name, code in data.exit_code_by_key.items()}
-        killed = sum(s in ("killed", "segfault") for s in status.values())
+        killed = sum(s == "killed" for s in status.values())  # a crash ("segfault") is no kill: other
         timeouts = sum(s == "timeout" for s in status.values())
         alive = [n for n, s in status.items() if s == "survived"]
         equiv = [n for n in alive if n in equivalent]
@@ -474,6 +483,7 @@ def report(files, show_diffs=True):
         rows.append((str(path), killed, aimed, len(alive) - len(equiv), timeouts, len(equiv), other, len(status), score,
                      minutes))
         survivors += [(path, n) for n in alive if n not in equivalent]
+        crashed += [n for n, s in status.items() if s in ("segfault", "suspicious")]
         stale += [n for n in equivalent if n in status and status[n] != "survived"]
     head = ("file", "killed", "by_mutants", "survived", "timeout", "equivalent", "other", "total", "score %", "minutes")
     print()
@@ -497,6 +507,10 @@ def report(files, show_diffs=True):
                     print(f"      {line.strip()}")
     for name in stale:
         print(f"  note: {name} is listed as equivalent in docs/mutation.md but did not survive: a stale entry")
+    if crashed:
+        print("\nno verdict (the worker crashed or the result was odd; `--only suspicious --only segfault` reruns them):")
+        for name in crashed:
+            print(f"  {name}")
     return rows
 
 
@@ -506,7 +520,7 @@ def main(argv=None):
     parser.add_argument("--list", action="store_true", help="print the files and their tests, run nothing")
     parser.add_argument("--report", action="store_true", help="print the table of the last results, run nothing")
     parser.add_argument("--resume", action="store_true", help="run only the mutants without a result")
-    parser.add_argument("--only", action="append", choices=["survived", "suspicious", "timeout", "killed", "not checked"],
+    parser.add_argument("--only", action="append", choices=["survived", "suspicious", "segfault", "timeout", "killed", "not checked"],
                         help="rerun only the mutants whose last result is this (repeatable)")
     parser.add_argument("--match", action="append", metavar="GLOB",
                         help="run only the mutants whose name matches (repeatable), e.g. '*x_backward__mutmut_3'")
