@@ -1285,6 +1285,10 @@ def test_gradcheck_a_zero_gradient_passes_with_relative_errors_of_zero(mode):
     report = gradcheck.check(layer, {"c": jnp.ones((2, 3))}, jnp.ones((2, 3)), mode=mode)
     dx = report.leaves[1]
     assert report.ok and dx.path == "dx" and (dx.rel_jax, dx.rel_num, dx.abs_jax, dx.abs_num) == (0, 0, 0, 0), str(report)
+    # with atol = 0 the tolerance is 0 and the errors are exactly 0: within it (<=), so fast mode
+    # keeps its directions (worst "v0") instead of falling back to every entry
+    exact = gradcheck.check(layer, {"c": jnp.ones((2, 3))}, jnp.ones((2, 3)), mode=mode, atol=0.0)
+    assert exact.ok and exact.leaves[1].worst == ("v0" if mode == "fast" else "(0, 0)"), str(exact)
 
 
 def test_gradcheck_wrong_structure_or_shape_of_the_backward_fails_by_name():
@@ -1348,6 +1352,17 @@ def test_gradcheck_the_rounding_noise_term_is_64_eps_times_the_magnitude_over_th
                   lambda p, r, dy: ((), jnp.full(dy.shape, c * jnp.sum(jnp.abs(dy)))))
     report = gradcheck.check(layer, (), jnp.zeros((2, 3)), mode="full", step=step, rtol_jax=1.0, rtol_num=0.0)
     assert report.ok == ok and report.leaves[0].numerical == 0.0 and report.leaves[0].jax == 0.0, str(report)
+
+
+def test_gradcheck_compare_with_jax_measures_the_relative_error_of_the_worst_leaf():
+    from pure_backprop import gradcheck
+    net = affine(2)
+    params, _ = net.init(jax.random.PRNGKey(0), (4, 3))
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 3))
+    off = Layer(None, net.forward, lambda p, r, dy: (lambda g, dx: ({**g, "W": 1.01 * g["W"]}, dx))(*net.backward(p, r, dy)))
+    assert gradcheck.compare_with_jax(off, mse, params, x, _T) == pytest.approx(0.01, rel=1e-9)
+    assert gradcheck.compare_with_jax(relu, mse, (), x[:, :2], _T) == 0.0  # no parameters: nothing off
+    assert gradcheck.assert_close(relu, (), x, mode="full", name="relu").name == "relu"  # a pass returns its report
 
 
 def test_gradcheck_check_loss_names_its_report_and_keeps_a_given_name():
