@@ -36,9 +36,11 @@ one-sided differences ``(phi(t + h) - phi(t)) / h`` and ``(phi(t) - phi(t - h)) 
 disagree. Where ``phi`` merely curves they disagree too, by ``h * phi''``; the same quotients
 at ``2h`` tell the two apart: the jump ``2 J(h) - J(2h)`` (``J`` being right minus left
 quotient) removes the curvature term and leaves the kink's jump. An entry that fails, whose
-jump exceeds 10 times the tolerance, and whose hand value lies between the one-sided
-derivatives (a valid subgradient, within the tolerance plus 5 % of the jump) is reported as a
-kink, not a failure; where the hand value and ``jax.vjp`` disagree, both must lie there.
+jump is finite and exceeds 10 times the tolerance, and whose hand value lies between the
+one-sided derivatives (a valid subgradient, within the tolerance plus 5 % of the jump) is
+reported as a kink, not a failure; where the hand value and ``jax.vjp`` disagree, both must lie
+there. An infinite jump (a pole or an overflow within the step) is no kink: its margin would
+excuse any value, so the entry fails, naming the non-finite numerical value.
 
 A leaf passes when, for every entry that is not a kink,
 ``|hand - oracle| <= atol + rtol * scale``, ``scale`` being the largest magnitude of the
@@ -482,11 +484,12 @@ class _Kink:
         self.tol = tol
 
     def contains(self, value):
-        """A kink (the jump exceeds 10 tolerances) and ``value`` between the one-sided derivatives
-        (a subgradient), within the tolerance plus 5 % of the jump for the quotients' own error."""
+        """A kink (a finite jump of more than 10 tolerances) and ``value`` between the one-sided
+        derivatives (a subgradient), within the tolerance plus 5 % of the jump for the quotients'
+        own error. An infinite jump would give an infinite margin, excusing any value: not a kink."""
         jump = np.abs(self.jump)
         margin = self.tol + 0.05 * jump
-        return (jump > 10 * self.tol) & (value >= self.lo - margin) & (value <= self.hi + margin)
+        return (jump > 10 * self.tol) & np.isfinite(jump) & (value >= self.lo - margin) & (value <= self.hi + margin)
 
 
 def _ratio(diff, tol):
