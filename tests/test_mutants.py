@@ -1311,6 +1311,7 @@ def test_gradcheck_wrong_structure_or_shape_of_the_backward_fails_by_name():
     assert not report.ok and not a.ok and dx.ok
     assert (a.path, a.shape, a.worst, a.rel_jax, a.rel_num, a.problem) == ("params['a']", (3,), "-", np.inf, np.inf,
                                                                           "hand gradient has shape ()")
+    assert (a.abs_jax, a.abs_num) == (np.inf, np.inf)
 
 
 def test_gradcheck_a_non_finite_forward_fails_every_leaf_naming_the_first_entry_and_the_count():
@@ -1323,6 +1324,7 @@ def test_gradcheck_a_non_finite_forward_fails_every_leaf_naming_the_first_entry_
         one = gradcheck.check(log, (), jnp.array([[1.0, -1.0]]), mode=mode)
         assert one.problems == ("non-finite forward y (0, 1) = nan",)
         assert report.kinks == 0 and one.kinks == 0  # a failed leaf has no kinks to report
+        assert report.leaves[0].shape == (1, 3) and report.leaves[0].kinks == 0
 
 
 def test_gradcheck_a_stateful_layer_is_checked_with_its_key_and_state():
@@ -1376,19 +1378,93 @@ def test_gradcheck_check_loss_names_its_report_and_keeps_a_given_name():
 
 
 def test_gradcheck_full_mode_evaluates_a_small_problem_densely_in_one_chunk_size(monkeypatch):
-    # W (2x3) and x (3x2): 6 entries each, 12 moves per leaf at order 2 -> chunks of 16, one program
+    # W (2x4) and x (4x2): 8 entries each, 16 moves per leaf at order 2 -> chunks of exactly 16
+    # (the next power of two at or above), densely in one program, or leaf by leaf by perturb
     from pure_backprop import gradcheck
-    sizes, entries = [], []
+    dense_sizes, entry_sizes = [], []
     dense, moved_entries = gradcheck._moved_dense, gradcheck._moved_entries
-    monkeypatch.setattr(gradcheck, "_moved_dense", lambda *a: sizes.append(a[-1].shape) or dense(*a))
-    monkeypatch.setattr(gradcheck, "_moved_entries", lambda *a: entries.append(1) or moved_entries(*a))
+    monkeypatch.setattr(gradcheck, "_moved_dense", lambda *a: dense_sizes.append(a[-1].shape) or dense(*a))
+    monkeypatch.setattr(gradcheck, "_moved_entries", lambda *a: entry_sizes.append(a[-1].shape) or moved_entries(*a))
     layer = Layer(None, lambda p, v: (v @ p["W"], v), lambda p, r, dy: ({"W": r.T @ dy}, dy @ p["W"].T))
-    report = gradcheck.check(layer, {"W": jnp.ones((2, 3))}, jnp.ones((3, 2)), mode="full")
-    assert report.ok and sizes == [(16,), (16,)] and entries == []
-    sizes.clear()
+    params, x = {"W": jnp.ones((2, 4))}, jnp.ones((4, 2))
+    assert gradcheck.check(layer, params, x, mode="full").ok
+    assert dense_sizes == [(16,), (16,)] and entry_sizes == []
+    dense_sizes.clear()
     monkeypatch.setattr(gradcheck, "DENSE_ENTRIES", 0)  # larger problems: perturb, leaf by leaf
-    assert gradcheck.check(layer, {"W": jnp.ones((2, 3))}, jnp.ones((3, 2)), mode="full").ok
-    assert sizes == [] and len(entries) == 2
+    assert gradcheck.check(layer, params, x, mode="full").ok
+    assert dense_sizes == [] and entry_sizes == [(16,), (16,)]
+
+
+def test_gradcheck_fast_mode_leaf_by_leaf_agrees_with_all_leaves_at_once(monkeypatch):
+    # above ALONG_ENTRIES, fast mode moves each leaf along its directions in its own program
+    from pure_backprop import gradcheck
+    def backward(p, r, dy):
+        v, z = r
+        d = dy * (1 - jnp.tanh(z) ** 2)
+        return {"W": v.T @ d}, d @ p["W"].T
+
+    layer = Layer(None, lambda p, v: (jnp.tanh(v @ p["W"]), (v, v @ p["W"])), backward)
+    params = {"W": jnp.linspace(-1.0, 1.0, 8).reshape(4, 2)}
+    together = gradcheck.check(layer, params, _x4)
+    monkeypatch.setattr(gradcheck, "ALONG_ENTRIES", 0)
+    alone = gradcheck.check(layer, params, _x4)
+    assert together.ok and alone.ok, (str(together), str(alone))
+    for a, b in zip(together.leaves, alone.leaves):
+        assert a.worst == b.worst and a.hand == b.hand and a.numerical == pytest.approx(b.numerical, rel=1e-8)
+        assert a.rel_num < 1e-8 and b.rel_num < 1e-8
+    off = Layer(None, layer.forward, lambda p, r, dy: (lambda g, dx: (g, 1.01 * dx))(*layer.backward(p, r, dy)))
+    report = gradcheck.check(off, params, _x4)
+    assert not report.ok and [leaf.ok for leaf in report.leaves] == [True, False], str(report)
+
+
+_x4 = jnp.linspace(-2.0, 2.0, 12).reshape(3, 4)
+
+
+def test_gradcheck_the_worst_entry_is_the_first_infinite_violation_nan_counting_as_infinite():
+    # y = stop_gradient(sqrt(x)): hand and jax.vjp both 0, so with atol = 0 every tolerance is 0;
+    # the numerical derivative is finite at x = 3 (infinitely many tolerances off) and NaN at 0
+    # (sqrt(-h)): both are infinite violations, and the worst named is the first, (0, 0)
+    from pure_backprop import gradcheck
+    layer = Layer(None, lambda p, v: (jax.lax.stop_gradient(jnp.sqrt(v)), None), lambda p, r, dy: ((), dy * 0.0))
+    report = gradcheck.check(layer, (), jnp.array([[3.0, 0.0]]), mode="full", atol=0.0)
+    leaf = report.leaves[0]
+    assert not report.ok and leaf.worst == "(0, 0)" and leaf.problem == "", str(report)
+    assert np.isfinite(leaf.numerical) and leaf.numerical != 0.0 and leaf.hand == leaf.jax == 0.0
+    # with only the NaN entry failing, it is the worst, and the report says why
+    nan_only = gradcheck.check(layer, (), jnp.array([[0.0]]), mode="full", atol=0.0).leaves[0]
+    assert nan_only.worst == "(0, 0)" and nan_only.problem == "non-finite numerical (0, 0) = nan", str(nan_only)
+    # with the default (positive) tolerance: an infinite numerical derivative at (0, 0) (1 / (x - a)
+    # is 1 / 0 at x + h) before a NaN one at (0, 1): the first is named, NaN ranking as infinite.
+    # The pole's jump is infinite, so its margin would excuse any hand value: it is no kink
+    step = 2.0**-10
+    pole = Layer(None, lambda p, v: (jax.lax.stop_gradient(jnp.where(jnp.arange(2) == 0, 1 / (v - (1 + step)),
+                                                                     jnp.sqrt(v))), None),
+                 lambda p, r, dy: ((), dy * 0.0))
+    leaf = gradcheck.check(pole, (), jnp.array([[1.0, 0.0]]), mode="full", step=step).leaves[0]
+    assert leaf.worst == "(0, 0)" and leaf.problem == "non-finite numerical (0, 0) = -inf", str(leaf)
+    assert leaf.kinks == 0 and not leaf.ok
+
+
+def test_gradcheck_an_output_too_large_to_check_fails_with_its_reason():
+    from pure_backprop import gradcheck
+    layer = Layer(None, lambda p, v: (v * 1e308, None), lambda p, r, dy: ((), dy * 1e308))
+    report = gradcheck.check(layer, (), jnp.full((2, 4), 1.5))
+    (problem,) = report.problems
+    assert not report.ok and problem.startswith("non-finite <y, dy> = ") and problem.endswith(
+        ": the output is too large to check"), str(report)
+    assert report.leaves[0].problem == problem
+
+
+def test_gradcheck_empty_leaves_last_do_not_hide_the_entries_before_them():
+    from pure_backprop import gradcheck
+    # the output's last leaf is empty, the first is not
+    split = Layer(None, lambda p, v: ((2.0 * v, v[:, :0]), None), lambda p, r, dy: ((), 2.0 * dy[0]))
+    assert gradcheck.check(split, (), jnp.ones((2, 3))).ok
+    # no x at all, and the last parameter leaf empty
+    params = {"a": jnp.ones(3), "b": jnp.zeros((0,))}
+    bare = Layer(None, lambda p, v: (3.0 * p["a"] + jnp.sum(p["b"]), None),
+                 lambda p, r, dy: ({"a": 3.0 * dy, "b": jnp.zeros((0,))}, ()))
+    assert gradcheck.check(bare, params, ()).ok
 
 
 def test_gradcheck_chunk_size_and_small_helpers():
