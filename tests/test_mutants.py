@@ -1311,7 +1311,7 @@ def test_gradcheck_wrong_structure_or_shape_of_the_backward_fails_by_name():
     assert not report.ok and not a.ok and dx.ok
     assert (a.path, a.shape, a.worst, a.rel_jax, a.rel_num, a.problem) == ("params['a']", (3,), "-", np.inf, np.inf,
                                                                           "hand gradient has shape ()")
-    assert (a.abs_jax, a.abs_num) == (np.inf, np.inf)
+    assert (a.abs_jax, a.abs_num) == (np.inf, np.inf) and np.isnan([a.hand, a.jax, a.numerical]).all()
 
 
 def test_gradcheck_a_non_finite_forward_fails_every_leaf_naming_the_first_entry_and_the_count():
@@ -1409,6 +1409,7 @@ def test_gradcheck_fast_mode_leaf_by_leaf_agrees_with_all_leaves_at_once(monkeyp
     monkeypatch.setattr(gradcheck, "ALONG_ENTRIES", 0)
     alone = gradcheck.check(layer, params, _x4)
     assert together.ok and alone.ok, (str(together), str(alone))
+    assert together.kinks == 0 and alone.kinks == 0  # a leaf passed along directions has no kinks
     for a, b in zip(together.leaves, alone.leaves):
         assert a.worst == b.worst and a.hand == b.hand and a.numerical == pytest.approx(b.numerical, rel=1e-8)
         assert a.rel_num < 1e-8 and b.rel_num < 1e-8
@@ -1418,6 +1419,29 @@ def test_gradcheck_fast_mode_leaf_by_leaf_agrees_with_all_leaves_at_once(monkeyp
 
 
 _x4 = jnp.linspace(-2.0, 2.0, 12).reshape(3, 4)
+
+
+@pytest.mark.parametrize("order", [2, 4])
+def test_gradcheck_kinks_are_left_out_of_the_worst_entry_and_the_errors(order):
+    # relu at its three zeros: kinks; the row's worst entry and errors come from the other entries
+    from pure_backprop import gradcheck
+    x = jnp.array([[0.0, 1.0, -2.0], [0.0, 0.0, 3.0]])
+    report = gradcheck.check(relu, (), x, mode="full", order=order)
+    (leaf,) = report.leaves
+    assert report.ok and leaf.kinks == 3 and leaf.worst in ("(0, 1)", "(0, 2)", "(1, 2)"), str(report)
+    assert leaf.abs_num < 1e-6 and leaf.abs_jax == 0.0
+
+
+def test_gradcheck_all_leaves_are_moved_at_once_only_in_fast_mode_with_a_finite_forward(monkeypatch):
+    from pure_backprop import gradcheck
+    calls = []
+    along = gradcheck._moved_along_every_leaf
+    monkeypatch.setattr(gradcheck, "_moved_along_every_leaf", lambda *a: calls.append(1) or along(*a))
+    x = jnp.array([[1.0, -1.0, 2.0]])
+    assert gradcheck.check(relu, (), x, mode="fast").ok and len(calls) == 1
+    assert gradcheck.check(relu, (), x, mode="full").ok and len(calls) == 1
+    log = Layer(None, lambda p, v: (jnp.log(v), v), lambda p, r, dy: ((), dy / r))
+    assert not gradcheck.check(log, (), x, mode="fast").ok and len(calls) == 1  # log(-1): nothing to move
 
 
 def test_gradcheck_the_worst_entry_is_the_first_infinite_violation_nan_counting_as_infinite():
@@ -1431,6 +1455,10 @@ def test_gradcheck_the_worst_entry_is_the_first_infinite_violation_nan_counting_
     assert not report.ok and leaf.worst == "(0, 0)" and leaf.problem == "", str(report)
     assert np.isfinite(leaf.numerical) and leaf.numerical != 0.0 and leaf.hand == leaf.jax == 0.0
     # with only the NaN entry failing, it is the worst, and the report says why
+    # an error of exactly 0 within a tolerance of 0 is no violation: (0, 0) of x**2 at 0 is exact
+    square = Layer(None, lambda p, v: (jax.lax.stop_gradient(v**2), None), lambda p, r, dy: ((), dy * 0.0))
+    leaf = gradcheck.check(square, (), jnp.array([[0.0, 3.0]]), mode="full", atol=0.0).leaves[0]
+    assert leaf.worst == "(0, 1)" and leaf.numerical != 0.0, str(leaf)
     nan_only = gradcheck.check(layer, (), jnp.array([[0.0]]), mode="full", atol=0.0).leaves[0]
     assert nan_only.worst == "(0, 0)" and nan_only.problem == "non-finite numerical (0, 0) = nan", str(nan_only)
     # with the default (positive) tolerance: an infinite numerical derivative at (0, 0) (1 / (x - a)
@@ -1473,6 +1501,7 @@ def test_gradcheck_chunk_size_and_small_helpers():
             gradcheck.chunk_size(1e-9, 8), gradcheck.chunk_size(256, 3 * 2**20)] == [1, 2, 13, 1, 85]
     assert gradcheck._index(5, (2, 3)) == "(1, 2)" and gradcheck._index(0, ()) == "()"
     assert gradcheck.EPS == 2.0**-52
+    assert gradcheck.rows_legend("fast").startswith("rows: each leaf's worst of 3 random unit directions vN;")
 
 
 @pytest.mark.parametrize("method, forward_convs, backward_convs, col", [
