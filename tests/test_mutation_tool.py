@@ -30,3 +30,42 @@ def test_the_score_of_a_sample_comes_with_wilsons_interval():
     low, high = mutation._wilson(95, 100)
     assert low == pytest.approx(0.8882, abs=1e-4) and high == pytest.approx(0.9785, abs=1e-4)
     assert mutation._wilson(10, 10)[1] == pytest.approx(1.0) and mutation._wilson(0, 10)[0] == pytest.approx(0.0)
+
+
+class _FakeWorker:
+    """A worker whose answers are scripted: per mutant, a list of outcomes ("die" or an rc)."""
+
+    def __init__(self, script):
+        import multiprocessing
+
+        self.script, self.exitcode, self.sent = script, None, []
+        self.conn, self._other = multiprocessing.Pipe()
+
+    def send(self, kind, name, args):
+        self.sent.append(name)
+        self.exitcode = None
+        self._other.send(self.script[name].pop(0))
+
+    def receive(self):
+        outcome = self.conn.recv()
+        if outcome == "die":
+            self.exitcode = -11
+            return None
+        return {"rc": outcome}
+
+    def stop(self, kill=False):
+        pass
+
+
+@pytest.mark.parametrize("outcomes, verdict", [
+    (["die", 1], {"rc": 1}),  # a crash, then killed on the second try: the kill counts
+    (["die", 0], {"rc": 0}),  # a crash, then survived
+    (["die", "die"], None),  # two crashes: no result (recorded as suspicious)
+])
+def test_a_mutant_whose_worker_crashes_runs_once_more(outcomes, verdict):
+    worker = _FakeWorker({"m.x_f__mutmut_1": list(outcomes), "m.x_f__mutmut_2": [1]})
+    recorded = []
+    mutation._dispatch([worker], ["m.x_f__mutmut_1", "m.x_f__mutmut_2"], lambda w, i: None, lambda name: [],
+                       60.0, lambda name, result, w: recorded.append((name, result)))
+    assert recorded == [("m.x_f__mutmut_1", verdict), ("m.x_f__mutmut_2", {"rc": 1})]
+    assert worker.sent == ["m.x_f__mutmut_1", "m.x_f__mutmut_1", "m.x_f__mutmut_2"]
