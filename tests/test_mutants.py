@@ -1312,6 +1312,12 @@ def test_gradcheck_wrong_structure_or_shape_of_the_backward_fails_by_name():
     assert (a.path, a.shape, a.worst, a.rel_jax, a.rel_num, a.problem) == ("params['a']", (3,), "-", np.inf, np.inf,
                                                                           "hand gradient has shape ()")
     assert (a.abs_jax, a.abs_num) == (np.inf, np.inf) and np.isnan([a.hand, a.jax, a.numerical]).all()
+    assert a.kinks == 0
+    nan_dx = Layer(None, tuple_grads.forward, lambda p, r, dy: ({"a": jnp.sum(dy * r, 0)}, dy * jnp.nan))
+    report = gradcheck.check(nan_dx, {"a": jnp.ones(3)}, x)
+    _, dx = report.leaves
+    assert (dx.shape, dx.worst, dx.kinks, dx.ok) == ((2, 3), "(0, 0)", 0, False), str(report)
+    assert dx.problem == "non-finite hand (0, 0) = nan (6 non-finite entries)"
 
 
 def test_gradcheck_a_non_finite_forward_fails_every_leaf_naming_the_first_entry_and_the_count():
@@ -1354,6 +1360,9 @@ def test_gradcheck_the_rounding_noise_term_is_64_eps_times_the_magnitude_over_th
                   lambda p, r, dy: ((), jnp.full(dy.shape, c * jnp.sum(jnp.abs(dy)))))
     report = gradcheck.check(layer, (), jnp.zeros((2, 3)), mode="full", step=step, rtol_jax=1.0, rtol_num=0.0)
     assert report.ok == ok and report.leaves[0].numerical == 0.0 and report.leaves[0].jax == 0.0, str(report)
+    if ok:  # fast mode allows sqrt(n) noise terms along a unit direction (|v . 1| <= sqrt(n)): no fallback
+        fast = gradcheck.check(layer, (), jnp.zeros((2, 3)), mode="fast", step=step, rtol_jax=1.0, rtol_num=0.0)
+        assert fast.ok and fast.leaves[0].worst.startswith("v"), str(fast)
 
 
 def test_gradcheck_compare_with_jax_measures_the_relative_error_of_the_worst_leaf():
@@ -1442,6 +1451,10 @@ def test_gradcheck_all_leaves_are_moved_at_once_only_in_fast_mode_with_a_finite_
     assert gradcheck.check(relu, (), x, mode="full").ok and len(calls) == 1
     log = Layer(None, lambda p, v: (jnp.log(v), v), lambda p, r, dy: ((), dy / r))
     assert not gradcheck.check(log, (), x, mode="fast").ok and len(calls) == 1  # log(-1): nothing to move
+    monkeypatch.setattr(gradcheck, "ALONG_ENTRIES", 3 * 3 * 1)  # entries x directions x leaves: at the bound
+    assert gradcheck.check(relu, (), x, mode="fast").ok and len(calls) == 2
+    monkeypatch.setattr(gradcheck, "ALONG_ENTRIES", 3 * 3 * 1 - 1)  # above it: leaf by leaf
+    assert gradcheck.check(relu, (), x, mode="fast").ok and len(calls) == 2
 
 
 def test_gradcheck_the_worst_entry_is_the_first_infinite_violation_nan_counting_as_infinite():
@@ -1481,6 +1494,11 @@ def test_gradcheck_an_output_too_large_to_check_fails_with_its_reason():
     assert not report.ok and problem.startswith("non-finite <y, dy> = ") and problem.endswith(
         ": the output is too large to check"), str(report)
     assert report.leaves[0].problem == problem
+    # a finite <y, dy> with an infinite noise term (a step of 5e-324) would make every tolerance
+    # infinite: refused the same way, not passed
+    tiny = gradcheck.check(relu, (), jnp.ones((2, 3)), step=5e-324)
+    (problem,) = tiny.problems
+    assert not tiny.ok and problem.startswith("non-finite <y, dy> = ") and "rounding noise = inf" in problem, str(tiny)
 
 
 def test_gradcheck_empty_leaves_last_do_not_hide_the_entries_before_them():
