@@ -277,6 +277,9 @@ def _collect(worker, config, selections):
 
 def _clean(worker, config, ids, what):
     result = worker.run("clean", "", _common_args(config) + ids, timeout=1800)
+    if result is None and worker.exitcode not in (-9, None):  # a crash, as in _dispatch: once more
+        print(f"\n    {what}: the worker died ({worker.exitcode}); the clean tests once more on a new worker", flush=True)
+        result = worker.run("clean", "", _common_args(config) + ids, timeout=1800)
     if result is None or result["rc"] != 0:
         sys.exit(f"mutation: the tests fail without any mutant ({what}); see {worker.log_path}")
     worker.test_seconds = result["test_seconds"]
