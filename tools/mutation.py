@@ -277,13 +277,18 @@ def _collect(worker, config, selections):
 
 def _clean(worker, config, ids, what):
     result = worker.run("clean", "", _common_args(config) + ids, timeout=1800)
-    if result is None and worker.exitcode not in (-9, None):  # a crash, as in _dispatch: once more
+    if result is None and _crashed(worker):  # as in _dispatch: once more
         print(f"\n    {what}: the worker died ({worker.exitcode}); the clean tests once more on a new worker", flush=True)
         result = worker.run("clean", "", _common_args(config) + ids, timeout=1800)
     if result is None or result["rc"] != 0:
         sys.exit(f"mutation: the tests fail without any mutant ({what}); see {worker.log_path}")
     worker.test_seconds = result["test_seconds"]
     return result["seconds"]
+
+
+def _crashed(worker):
+    """The worker died on its own (a segfault, an abort), not killed by us past a timeout (-9)."""
+    return worker.exitcode not in (-9, None)
 
 
 def _function_of(name):
@@ -316,7 +321,7 @@ def _test_order(ids, killers, seconds):
 
 def run_file(path, config, selections, args, log_path, shared=None):
     data = _mutants_of(path)
-    names = sorted(data.exit_code_by_key, key=lambda n: (n.rpartition("__mutmut_")[0], int(n.rpartition("_")[2])))
+    names = sorted(data.exit_code_by_key, key=lambda n: (_function_of(n), int(n.rpartition("_")[2])))
     if args.match:
         import fnmatch
 
@@ -372,7 +377,7 @@ def _run_mutants(path, config, selections, args, log_path, data, names, worker, 
         nonlocal done
         killers.pop(name, None)
         if result is None:  # killed past its timeout, or crashed twice (see _dispatch): not a kill
-            code, seconds = (TIMEOUT, timeout) if worker.exitcode in (-9, None) else (SUSPICIOUS, 0.0)
+            code, seconds = (SUSPICIOUS, 0.0) if _crashed(worker) else (TIMEOUT, timeout)
         else:
             if result["killer"]:
                 killers[name] = result["killer"]
@@ -445,7 +450,7 @@ def _dispatch(workers, names, before, test_args, timeout, record):
             else:
                 continue
             del busy[worker]
-            if result is None and worker.exitcode not in (-9, None) and name not in crashed:
+            if result is None and _crashed(worker) and name not in crashed:
                 crashed.add(name)
                 print(f"\n    {name}: the worker died ({worker.exitcode}); once more on a new worker", flush=True)
                 pending.insert(0, (names.index(name), name))
