@@ -7,6 +7,7 @@ jit of whole networks: ``python tools/mutation.py`` runs these once per mutant.
 
 import dataclasses
 import re
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -1402,6 +1403,10 @@ def test_gradcheck_full_mode_evaluates_a_small_problem_densely_in_one_chunk_size
     monkeypatch.setattr(gradcheck, "DENSE_ENTRIES", 0)  # larger problems: perturb, leaf by leaf
     assert gradcheck.check(layer, params, x, mode="full").ok
     assert dense_sizes == [] and entry_sizes == [(16,), (16,)]
+    entry_sizes.clear()
+    monkeypatch.setattr(gradcheck, "DENSE_ENTRIES", 1)  # one entry, two moves: one chunk of 2
+    assert gradcheck.check(relu, (), jnp.array([1.0]), mode="full").ok
+    assert dense_sizes == [(2,)] and entry_sizes == []
 
 
 def test_gradcheck_fast_mode_leaf_by_leaf_agrees_with_all_leaves_at_once(monkeypatch):
@@ -1520,6 +1525,105 @@ def test_gradcheck_chunk_size_and_small_helpers():
     assert gradcheck._index(5, (2, 3)) == "(1, 2)" and gradcheck._index(0, ()) == "()"
     assert gradcheck.EPS == 2.0**-52
     assert gradcheck.rows_legend("fast").startswith("rows: each leaf's worst of 3 random unit directions vN;")
+
+
+def test_gradcheck_order_4_does_not_excuse_a_value_outside_the_kinks_one_sided_derivatives():
+    # relu at 0: the one-sided derivatives of <y, dy> are 0 and dy; a hand derivative of 1.8 dy
+    # there is no subgradient (1.8 > 1 + 5 % of the jump + tol): it fails at either order
+    from pure_backprop import gradcheck
+    wrong = Layer(None, relu.forward, lambda p, r, dy: ((), jnp.where(r == 0, 1.8 * dy, relu.backward(p, r, dy)[1])))
+    for order in (2, 4):
+        leaf = gradcheck.check(wrong, (), jnp.array([[0.0, 1.0, -2.0]]), mode="full", order=order).leaves[0]
+        assert not leaf.ok and leaf.kinks == 0 and leaf.worst == "(0, 0)", str(leaf)
+        assert leaf.hand == pytest.approx(3.6 * leaf.numerical, rel=1e-6)  # 1.8 dy against (0 + 1) dy / 2
+
+
+def test_gradcheck_a_kink_where_hand_and_jax_differ_is_left_out_of_the_jax_error():
+    # relu's subgradient at 0: the hand says 1 where jax.vjp says 0, both one-sided derivatives;
+    # the kink is excused and the errors come from the other entries (where both agree: 0)
+    from pure_backprop import gradcheck
+    one_at_zero = Layer(None, relu.forward, lambda p, r, dy: ((), jnp.where(r >= 0, dy, 0.0)))
+    for order in (2, 4):
+        leaf = gradcheck.check(one_at_zero, (), jnp.array([[0.0, 1.0, -2.0]]), mode="full", order=order).leaves[0]
+        assert leaf.ok and leaf.kinks == 1 and leaf.abs_jax == 0.0 and leaf.rel_jax == 0.0, str(leaf)
+
+
+def test_gradcheck_the_worst_entry_shown_is_the_one_whose_error_is_reported():
+    # y = 3 x: the hand dx is jax.vjp's to the bit, so with rtol_jax = 0 only the numerical errors
+    # (rounding) rank the entries; the worst entry or direction shown carries the largest of them
+    from pure_backprop import gradcheck
+    scaled = Layer(None, lambda p, v: (3.0 * v, None), lambda p, r, dy: ((), 3.0 * dy))
+    x = jnp.linspace(-2.0, 2.0, 12).reshape(3, 4)
+    seen = set()
+    for seed in range(4):
+        for mode in ("fast", "full"):
+            leaf = gradcheck.check(scaled, (), x, mode=mode, seed=seed, rtol_jax=0.0, directions=4).leaves[0]
+            assert leaf.ok and abs(leaf.hand - leaf.numerical) == leaf.abs_num, str(leaf)
+            seen.add(leaf.worst)
+    assert len(seen) > 2  # not always the first entry and the first direction
+
+
+def test_gradcheck_fast_mode_relative_error_is_over_the_larger_gradient_norm():
+    # one entry: its direction is +-1, so the norms of the hand and jax gradients are |hand| and
+    # |jax| of the row; y = 3 x**3 with a large step leaves a truncation error to divide
+    from pure_backprop import gradcheck
+    cubic = Layer(None, lambda p, v: (3.0 * v**3, v), lambda p, r, dy: ((), 9.0 * r**2 * dy))
+    leaf = gradcheck.check(cubic, (), jnp.array([0.7]), mode="fast", step=1e-3, directions=1).leaves[0]
+    assert leaf.ok and leaf.worst == "v0" and leaf.abs_num > 0 and abs(leaf.hand) != 1.0, str(leaf)
+    assert leaf.rel_num == leaf.abs_num / max(abs(leaf.hand), abs(leaf.jax))
+
+
+def test_gradcheck_fast_mode_steps_by_step_times_the_largest_magnitude_but_at_least_step():
+    # one entry, relu: along v = +-1 the probes sit at x +- h and x +- 2h with h = step for |x| <= 1.
+    # x = 2.5 h keeps all four right of the kink: passed along the direction (worst "v0"); x = 1.5 h
+    # puts x - 2h left of it: a jump, so the entry is checked on its own (worst "(0,)")
+    from pure_backprop import gradcheck
+    step = 2.0**-12
+    for at, worst in ((2.5, "v0"), (1.5, "(0,)")):
+        leaf = gradcheck.check(relu, (), jnp.array([at * step]), mode="fast", step=step, directions=1).leaves[0]
+        assert leaf.ok and leaf.worst == worst, (at, str(leaf))
+
+
+def test_gradcheck_a_kink_is_a_jump_of_more_than_ten_tolerances():
+    from pure_backprop import gradcheck
+    # phi0 = 0, h = 1: one-sided quotients 0 (left) and 1 (right) at h and 2h: a jump of exactly 1
+    for tol, kink in ((0.1, False), (1 / 10.5, True), (0.099, True)):
+        assert gradcheck._Kink(1.0, 0.0, 2.0, 0.0, 0.0, 1.0, tol).contains(0.5) == kink, tol
+
+
+def test_gradcheck_ratio_is_quiet_and_zero_over_a_zero_tolerance_is_zero():
+    from pure_backprop import gradcheck
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(all="warn"):
+            assert np.isinf(gradcheck._ratio(np.array([1e300]), 1e-300)).all()
+    assert gradcheck._ratio(np.array([0.0, 1.0, np.nan]), 0.0).tolist() == [0.0, np.inf, np.inf]
+    assert gradcheck._ratio(np.array([0.0, 1.0, np.nan]), 2.0).tolist() == [0.0, 0.5, np.inf]
+
+
+def test_gradcheck_failed_leaves_are_reported_each_with_nan_errors_and_both_gradients():
+    from pure_backprop import gradcheck
+    # a non-finite hand entry: its errors are NaN, and the row shows hand and jax.vjp's value
+    nan_at = Layer(None, lambda p, v: (v * p["a"], v), lambda p, r, dy: ({"a": dy * r}, jnp.where(r > 1.5, jnp.nan, dy * p["a"])))
+    leaf = gradcheck.check(nan_at, {"a": jnp.full(3, 2.0)}, jnp.array([1.0, 2.0, 3.0])).leaves[1]
+    assert not leaf.ok and (leaf.path, leaf.worst, leaf.problem) == ("dx", "(1,)", "non-finite hand (1,) = nan (2 non-finite entries)")
+    assert np.isnan([leaf.abs_jax, leaf.rel_jax, leaf.abs_num, leaf.rel_num, leaf.hand, leaf.numerical]).all(), str(leaf)
+    assert np.isfinite(leaf.jax) and leaf.jax != 0.0
+    # a non-finite forward: every leaf after it is reported too, with no entry to name
+    log = Layer(None, lambda p, v: (jnp.log(v * p["a"]), v), lambda p, r, dy: ({"a": dy / p["a"]}, dy / r))
+    report = gradcheck.check(log, {"a": jnp.ones(2)}, jnp.array([1.0, -1.0]))
+    assert [(leaf.path, leaf.worst, leaf.ok) for leaf in report.leaves] == [("params['a']", "-", False), ("dx", "-", False)]
+
+
+def test_gradcheck_check_pair_passes_its_settings_on_and_assert_close_raises_the_report():
+    from pure_backprop import gradcheck
+    report = gradcheck.check_pair(relu.forward, relu.backward, (), jnp.array([1.0, -2.0]), mode="full", name="pair")
+    assert (report.name, report.mode, report.ok) == ("pair", "full", True)
+    wrong = Layer(None, relu.forward, lambda p, r, dy: ((), 2.0 * relu.backward(p, r, dy)[1]))
+    x = jnp.array([1.0, -2.0])
+    with pytest.raises(AssertionError) as failure:
+        gradcheck.assert_close(wrong, (), x, name="wrong")
+    assert str(failure.value) == "\n" + str(gradcheck.check(wrong, (), x, name="wrong"))
 
 
 @pytest.mark.parametrize("method, forward_convs, backward_convs, col", [
