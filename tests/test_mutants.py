@@ -1409,6 +1409,18 @@ def test_gradcheck_full_mode_evaluates_a_small_problem_densely_in_one_chunk_size
     assert dense_sizes == [(2,)] and entry_sizes == []
 
 
+def test_gradcheck_the_chunk_size_counts_the_output_paired_with_dy(monkeypatch):
+    # the bytes of one move bound every intermediate of <forward(x), dy>: y = 2 x itself, and the
+    # product with dy (raveled y and dy), not the forward alone
+    from pure_backprop import gradcheck
+    seen = []
+    chunk_size = gradcheck.chunk_size
+    monkeypatch.setattr(gradcheck, "chunk_size", lambda m, b: seen.append(b) or chunk_size(m, b))
+    x = jnp.ones((4, 8))
+    assert gradcheck.check(Layer(None, lambda p, v: (2.0 * v, None), lambda p, r, dy: ((), 2.0 * dy)), (), x, mode="full").ok
+    assert seen and seen[0] >= 3 * x.nbytes, seen
+
+
 def test_gradcheck_fast_mode_leaf_by_leaf_agrees_with_all_leaves_at_once(monkeypatch):
     # above ALONG_ENTRIES, fast mode moves each leaf along its directions in its own program
     from pure_backprop import gradcheck
@@ -1460,6 +1472,12 @@ def test_gradcheck_all_leaves_are_moved_at_once_only_in_fast_mode_with_a_finite_
     assert gradcheck.check(relu, (), x, mode="fast").ok and len(calls) == 2
     monkeypatch.setattr(gradcheck, "ALONG_ENTRIES", 3 * 3 * 1 - 1)  # above it: leaf by leaf
     assert gradcheck.check(relu, (), x, mode="fast").ok and len(calls) == 2
+    # two leaves of 3 entries: 6 x 3 directions x 2 leaves = 36 moves in the one program
+    scaled = Layer(None, lambda p, v: (p["a"] * v, v), lambda p, r, dy: ({"a": dy * r}, dy * p["a"]))
+    monkeypatch.setattr(gradcheck, "ALONG_ENTRIES", 36)
+    assert gradcheck.check(scaled, {"a": jnp.ones((1, 3))}, x, mode="fast").ok and len(calls) == 3
+    monkeypatch.setattr(gradcheck, "ALONG_ENTRIES", 35)
+    assert gradcheck.check(scaled, {"a": jnp.ones((1, 3))}, x, mode="fast").ok and len(calls) == 3
 
 
 def test_gradcheck_the_worst_entry_is_the_first_infinite_violation_nan_counting_as_infinite():
