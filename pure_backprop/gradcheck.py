@@ -49,7 +49,8 @@ differences; ``atol`` defaults to the rounding noise of the difference quotient)
 comparison fails closed: a NaN or infinite hand gradient, ``jax.vjp`` gradient, forward
 output or numerical value fails its leaf, and the report names the entry and the value.
 Settings that would make the check meaningless (a zero or negative step, memory bound or
-tolerance, an empty batch, nothing to differentiate) are refused with a ``ValueError``.
+tolerance, an empty batch, nothing to differentiate, an output that is not float64 when the
+inputs are) are refused with a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -255,6 +256,10 @@ def _check_inputs(layer, params, x):
         if not jnp.issubdtype(leaf.dtype, jnp.floating):
             raise ValueError(f"gradcheck: the layer's output y{jax.tree_util.keystr(keypath)} has dtype {leaf.dtype}; "
                              "the output checked must be floating")
+        if leaf.dtype != jnp.float64:  # its cotangent dy would be float64: jax.vjp refuses the mismatch
+            raise ValueError(f"gradcheck: the layer's output y{jax.tree_util.keystr(keypath)} has dtype {leaf.dtype} "
+                             "from float64 params and x; gradcheck compares in float64, so the layer must compute "
+                             "in the dtype of its inputs (look for a fixed astype or a float32 constant)")
         outputs += math.prod(leaf.shape)
     if not outputs:
         raise ValueError("gradcheck: the layer's output y has no entries, so there is nothing to check; "

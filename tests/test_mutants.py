@@ -1309,7 +1309,7 @@ def test_gradcheck_wrong_structure_or_shape_of_the_backward_fails_by_name():
     summed = Layer(None, tuple_grads.forward, lambda p, r, dy: ({"a": jnp.sum(dy * r)}, dy * p["a"][None, :]))
     report = gradcheck.check(summed, {"a": jnp.ones(3)}, x)
     a, dx = report.leaves
-    assert not report.ok and not a.ok and dx.ok
+    assert not report.ok and a.ok is False and dx.ok
     assert (a.path, a.shape, a.worst, a.rel_jax, a.rel_num, a.problem) == ("params['a']", (3,), "-", np.inf, np.inf,
                                                                           "hand gradient has shape ()")
     assert (a.abs_jax, a.abs_num) == (np.inf, np.inf) and np.isnan([a.hand, a.jax, a.numerical]).all()
@@ -1407,6 +1407,13 @@ def test_gradcheck_full_mode_evaluates_a_small_problem_densely_in_one_chunk_size
     monkeypatch.setattr(gradcheck, "DENSE_ENTRIES", 1)  # one entry, two moves: one chunk of 2
     assert gradcheck.check(relu, (), jnp.array([1.0]), mode="full").ok
     assert dense_sizes == [(2,)] and entry_sizes == []
+    monkeypatch.setattr(gradcheck, "DENSE_ENTRIES", 0)  # the same leaf by perturb: one chunk of 2 too
+    assert gradcheck.check(relu, (), jnp.array([1.0]), mode="full").ok
+    assert dense_sizes == [(2,)] and entry_sizes == [(2,)]
+    dense_sizes.clear()
+    monkeypatch.setattr(gradcheck, "DENSE_ENTRIES", 16)  # 8 + 8 entries: at the bound, still dense
+    assert gradcheck.check(layer, params, x, mode="full").ok
+    assert dense_sizes == [(16,), (16,)]
 
 
 def test_gradcheck_the_chunk_size_counts_the_output_paired_with_dy(monkeypatch):
@@ -1437,6 +1444,7 @@ def test_gradcheck_fast_mode_leaf_by_leaf_agrees_with_all_leaves_at_once(monkeyp
     assert together.ok and alone.ok, (str(together), str(alone))
     assert together.kinks == 0 and alone.kinks == 0  # a leaf passed along directions has no kinks
     for a, b in zip(together.leaves, alone.leaves):
+        assert a.problem == "" and b.problem == ""
         assert a.worst == b.worst and a.hand == b.hand and a.numerical == pytest.approx(b.numerical, rel=1e-8)
         assert a.rel_num < 1e-8 and b.rel_num < 1e-8
     off = Layer(None, layer.forward, lambda p, r, dy: (lambda g, dx: (g, 1.01 * dx))(*layer.backward(p, r, dy)))
@@ -1607,6 +1615,9 @@ def test_gradcheck_a_kink_is_a_jump_of_more_than_ten_tolerances():
     # phi0 = 0, h = 1: one-sided quotients 0 (left) and 1 (right) at h and 2h: a jump of exactly 1
     for tol, kink in ((0.1, False), (1 / 10.5, True), (0.099, True)):
         assert gradcheck._Kink(1.0, 0.0, 2.0, 0.0, 0.0, 1.0, tol).contains(0.5) == kink, tol
+    # the interval [0, 1] widened by tol + 5 % of the jump (0.05 + 0.05): both ends are inside
+    kink = gradcheck._Kink(1.0, 0.0, 2.0, 0.0, 0.0, 1.0, 0.05)
+    assert kink.contains(-0.1) and kink.contains(1.1) and not kink.contains(-0.10001) and not kink.contains(1.10001)
 
 
 def test_gradcheck_ratio_is_quiet_and_zero_over_a_zero_tolerance_is_zero():
@@ -1619,6 +1630,48 @@ def test_gradcheck_ratio_is_quiet_and_zero_over_a_zero_tolerance_is_zero():
     assert gradcheck._ratio(np.array([0.0, 1.0, np.nan]), 2.0).tolist() == [0.0, 0.5, np.inf]
 
 
+def test_gradcheck_refuses_an_output_below_float64_naming_its_dtype():
+    # every input is promoted to float64; a layer whose output stays float32 (a fixed astype)
+    # cannot be compared in float64: refused by name (it crashed inside jax.vjp before)
+    from pure_backprop import gradcheck
+    for dtype in ("float32", "float16", "bfloat16"):
+        cast = Layer(None, lambda p, v, d=dtype: ({"y": (3.0 * v).astype(d)}, None), lambda p, r, dy: ((), 3.0 * dy["y"]))
+        with _raises_exactly(ValueError, f"gradcheck: the layer's output y['y'] has dtype {dtype} from float64 params "
+                             "and x; gradcheck compares in float64, so the layer must compute in the dtype of its "
+                             "inputs (look for a fixed astype or a float32 constant)"):
+            gradcheck.check(cast, (), jnp.linspace(-1.0, 1.0, 6, dtype=jnp.float32))
+
+
+def test_gradcheck_full_mode_steps_each_entry_by_step_times_its_magnitude():
+    # y = x**3 at x = 100 with step 1e-3: h = 0.1, and the central difference of <y, dy> is off by
+    # exactly h**2 dy = 0.01 dy (its third derivative is 6 dy), dy = hand / (3 x**2)
+    from pure_backprop import gradcheck
+    cubic = Layer(None, lambda p, v: (v**3, v), lambda p, r, dy: ((), 3.0 * r**2 * dy))
+    leaf = gradcheck.check(cubic, (), jnp.array([100.0]), mode="full", step=1e-3).leaves[0]
+    dy = leaf.hand / 3e4
+    assert leaf.ok and leaf.numerical - leaf.hand == pytest.approx(0.01 * dy, rel=1e-3), str(leaf)
+
+
+def test_gradcheck_the_worst_entry_is_the_most_tolerances_off_across_both_comparisons():
+    # y = 2 x with a custom derivative that jax.vjp follows: 2 (1 + 1e-5) at entry 1, so the
+    # numerical derivative (2) disagrees there with a hand value that jax.vjp confirms: ~10
+    # numerical tolerances; at entry 0 the hand value is off jax.vjp's by 1e-7 relative: ~1000 of
+    # its tolerances, and ~0.1 of the numerical ones. The worst entry is 0, by tolerances, not
+    # by the absolute error or by the product of error and tolerance
+    from pure_backprop import gradcheck
+    e = jnp.array([0.0, 1e-5])
+
+    @jax.custom_jvp
+    def f(v):
+        return 2.0 * v
+
+    f.defjvp(lambda primals, tangents: (f(primals[0]), 2.0 * (1.0 + e) * tangents[0]))
+    layer = Layer(None, lambda p, v: (f(v), None), lambda p, r, dy: ((), 2.0 * (1.0 + e + jnp.array([1e-7, 0.0])) * dy))
+    report = gradcheck.check(layer, (), jnp.array([0.5, -0.25]), mode="full", seed=1)
+    (leaf,) = report.leaves
+    assert not leaf.ok and leaf.worst == "(0,)", str(report)
+
+
 def test_gradcheck_failed_leaves_are_reported_each_with_nan_errors_and_both_gradients():
     from pure_backprop import gradcheck
     # a non-finite hand entry: its errors are NaN, and the row shows hand and jax.vjp's value
@@ -1627,6 +1680,9 @@ def test_gradcheck_failed_leaves_are_reported_each_with_nan_errors_and_both_grad
     assert not leaf.ok and (leaf.path, leaf.worst, leaf.problem) == ("dx", "(1,)", "non-finite hand (1,) = nan (2 non-finite entries)")
     assert np.isnan([leaf.abs_jax, leaf.rel_jax, leaf.abs_num, leaf.rel_num, leaf.hand, leaf.numerical]).all(), str(leaf)
     assert np.isfinite(leaf.jax) and leaf.jax != 0.0
+    first = Layer(None, nan_at.forward, lambda p, r, dy: ({"a": dy * jnp.nan}, dy * p["a"]))
+    a, dx = gradcheck.check(first, {"a": jnp.full(3, 2.0)}, jnp.array([1.0, 2.0, 3.0])).leaves
+    assert (a.ok, a.problem, dx.path, dx.ok) == (False, "non-finite hand (0,) = nan (3 non-finite entries)", "dx", True)
     # a non-finite forward: every leaf after it is reported too, with no entry to name
     log = Layer(None, lambda p, v: (jnp.log(v * p["a"]), v), lambda p, r, dy: ({"a": dy / p["a"]}, dy / r))
     report = gradcheck.check(log, {"a": jnp.ones(2)}, jnp.array([1.0, -1.0]))
