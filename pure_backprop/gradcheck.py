@@ -173,7 +173,7 @@ def check(layer: Layer | StatefulLayer, params, x, *, mode: str = "fast", seed: 
     ``memory_mb`` (> 0) bounds one full-mode chunk: it holds ``memory_mb`` MiB divided by the bytes
     of every intermediate of one forward (as if all were dense), perturbed evaluations.
     Raises ``ValueError`` for a setting out of range, an empty batch, a leaf that is not a real
-    number, or a layer with nothing to check.
+    number, a layer with nothing to check, or an output that is not float64 (a layer that casts).
     """
     _check_settings(mode, seed, directions, order, step, rtol_jax, rtol_num, atol, memory_mb)
     if isinstance(layer, StatefulLayer):
