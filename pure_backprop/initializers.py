@@ -24,8 +24,8 @@ INITIALIZERS = ("he", "xavier", "book")
 
 # A program that runs once (a draw of initial weights, a gradient check): compiled at LLVM
 # optimization level 0, which XLA compiles about 3x faster. The numerics differ from the default
-# level at most in the last bit (no fast-math at any level; instruction choices such as fused
-# multiply-adds may differ).
+# level by a few units in the last place (no fast-math at any level; instruction choices such as
+# fused multiply-adds differ): of 3,000 normal draws, 4-7 % of the entries differ, by at most 3 ulp.
 ONE_OFF = {"xla_backend_optimization_level": 0}
 
 

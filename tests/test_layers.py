@@ -17,7 +17,7 @@ import reference as ref
 import reference.conv as ref7
 import reference.regularization as ref6
 from pure_backprop import gradcheck
-from pure_backprop.registry import CASES, DEEP_CONV_NET, DROP_RATE, DROPOUT_KEY, WEIGHT_DECAY, batch_norm_state
+from pure_backprop.registry import CASES, DEEP_CONV_NET, DROP_RATE, DROPOUT_KEY, WEIGHT_DECAY, batch_norm_state, normal
 
 
 def _mlp_reference(activation):
@@ -127,7 +127,8 @@ def test_forward_equals_reference(case, shape):
 def test_hand_backward_matches_jax_vjp_of_reference(case, shape):
     layer, params, x, targets = build(case, shape)
     y_shape = jax.eval_shape(lambda p, v: layer.forward(p, v)[0], params, x).shape
-    dy = jax.random.normal(jax.random.PRNGKey(7), y_shape, jnp.float64)
+    dy = normal(jax.random.PRNGKey(7), y_shape)  # compiled at -O0: an eager draw compiles for up to ~1 s a shape
+    assert dy.dtype == jnp.float64
 
     @jax.jit
     def hand_and_oracle(params, x, dy):

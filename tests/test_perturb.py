@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pure_backprop import perturb
-from pure_backprop.registry import CASES
+from pure_backprop.registry import CASES, normal
 
 
 def _recomputed(fun, args, j, idx, new):
@@ -89,6 +89,14 @@ def test_moved_values_equal_recomputation(name):
     _compare(fun, args, j)
 
 
+def _with_entry(leaf, i, v):
+    """``leaf`` with flat entry ``i`` set to ``v``, in NumPy (eagerly in JAX, each new shape
+    compiles its own ravel, scatter and reshape)."""
+    a = np.array(leaf)
+    a.flat[i] = v
+    return a
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_moved_values_on_every_registry_case(case):
     layer, params, x, _ = case.build(jax.random.PRNGKey(3), case.shapes[0])
@@ -96,8 +104,8 @@ def test_moved_values_on_every_registry_case(case):
     params, x = jax.tree_util.tree_map(
         lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, (params, x))
     leaves, treedef = jax.tree_util.tree_flatten((params, x))
-    y = layer.forward(params, x)[0]
-    dy = jax.random.normal(jax.random.PRNGKey(4), jnp.shape(y))
+    y_shape = jax.eval_shape(lambda p, v: layer.forward(p, v)[0], params, x).shape
+    dy = normal(jax.random.PRNGKey(4), y_shape)  # float64; a draw compiled at -O0, as the registry's
 
     def phi(*flat):
         p, v = jax.tree_util.tree_unflatten(treedef, flat)
@@ -113,7 +121,7 @@ def test_moved_values_on_every_registry_case(case):
             continue
         idx = rng.choice(leaf.size, min(leaf.size, 6), replace=False)  # a few entries: plain recomputation is slow
         new = (leaf.ravel()[idx] + rng.normal(size=idx.shape)).astype(leaf.dtype)
-        want = [phi_jit(*leaves[:j], leaf.ravel().at[i].set(v).reshape(leaf.shape), *leaves[j + 1:]) for i, v in zip(idx, new)]
+        want = [phi_jit(*leaves[:j], _with_entry(leaf, i, v), *leaves[j + 1:]) for i, v in zip(idx, new)]
         np.testing.assert_allclose(moved(leaves, jnp.asarray(idx), new, j), want, rtol=1e-12, atol=1e-12)
 
 
