@@ -21,3 +21,19 @@ def _session_cache_home(tmp_path_factory):
         os.environ.pop("XDG_CACHE_HOME", None)
     else:
         os.environ["XDG_CACHE_HOME"] = before
+
+
+def pytest_collection_modifyitems(items):
+    """The tests of ``test_layers`` for one registry case and shape one after the other (the
+    order is otherwise kept): they share compiled programs, and xdist's load scheduling sends
+    runs of consecutive tests to one worker. (Its ``--dist loadgroup`` would say so outright,
+    but under pytest 9.2 it silently stops grouping: pytest-xdist issue 1386.)"""
+    def case_of(item):
+        spec = getattr(item, "callspec", None)
+        return spec.id if spec is not None and item.module.__name__ == "test_layers" else None
+
+    first, keys = {}, []
+    for i, item in enumerate(items):
+        case = case_of(item)
+        keys.append(i if case is None else first.setdefault(case, i))
+    items[:] = [item for _, _, item in sorted(zip(keys, range(len(items)), items), key=lambda k: k[:2])]

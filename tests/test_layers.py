@@ -8,6 +8,8 @@ forward to ``REFERENCES`` below, which a test insists on).
 * jit equals eager; ``vmap`` over an extra leading axis works.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -112,31 +114,47 @@ def test_every_case_has_a_reference():
 
 # The comparisons with the reference run jit-compiled: one program per case instead of a
 # compilation per eager operation (minutes over the registry); test_jit_equals_eager below
-# holds the eager layer to the compiled one.
+# holds the eager layer to the compiled one. Tests that can share a program do (compiling is
+# most of this file's time), and the tests of one case run one after the other (``conftest``).
+
+
+@functools.lru_cache(maxsize=None)
+def hand_and_reference(case, shape):
+    """``(params, x, dy) -> ((y, hand grads), (reference y, jax.vjp of the reference))``: the
+    hand forward and backward beside the reference forward and its ``jax.vjp``, compiled once
+    for the forward test and the backward test."""
+    layer, _, _, targets = build(case, shape)
+
+    @jax.jit
+    def run(params, x, dy):
+        y, residuals = layer.forward(params, x)
+        expected_y, vjp = jax.vjp(lambda p, v: REFERENCES[case.name](p, v, targets), params, x)
+        return (y, layer.backward(params, residuals, dy)), (expected_y, vjp(dy))
+
+    return run
+
+
+@functools.lru_cache(maxsize=None)
+def cotangent(case, shape):
+    layer, params, x, _ = build(case, shape)
+    y_shape = jax.eval_shape(lambda p, v: layer.forward(p, v)[0], params, x).shape
+    dy = normal(jax.random.PRNGKey(7), y_shape)  # compiled at -O0: an eager draw compiles for up to ~1 s a shape
+    assert dy.dtype == jnp.float64
+    return dy
 
 
 @pytest.mark.parametrize("case,shape", PARAMS)
 def test_forward_equals_reference(case, shape):
-    layer, params, x, targets = build(case, shape)
-    y, expected = jax.jit(lambda p, v: (layer.forward(p, v)[0], REFERENCES[case.name](p, v, targets)))(params, x)
+    _, params, x, _ = build(case, shape)
+    (y, _), (expected, _) = hand_and_reference(case, shape)(params, x, cotangent(case, shape))
     assert jnp.shape(y) == jnp.shape(expected)
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("case,shape", PARAMS)
 def test_hand_backward_matches_jax_vjp_of_reference(case, shape):
-    layer, params, x, targets = build(case, shape)
-    y_shape = jax.eval_shape(lambda p, v: layer.forward(p, v)[0], params, x).shape
-    dy = normal(jax.random.PRNGKey(7), y_shape)  # compiled at -O0: an eager draw compiles for up to ~1 s a shape
-    assert dy.dtype == jnp.float64
-
-    @jax.jit
-    def hand_and_oracle(params, x, dy):
-        _, residuals = layer.forward(params, x)
-        _, vjp = jax.vjp(lambda p, v: REFERENCES[case.name](p, v, targets), params, x)
-        return layer.backward(params, residuals, dy), vjp(dy)
-
-    (grads, dx), (expected_grads, expected_dx) = hand_and_oracle(params, x, dy)
+    _, params, x, _ = build(case, shape)
+    (_, (grads, dx)), (_, (expected_grads, expected_dx)) = hand_and_reference(case, shape)(params, x, cotangent(case, shape))
     hand = jax.tree_util.tree_leaves((grads, dx))
     oracle = jax.tree_util.tree_leaves((expected_grads, expected_dx))
     assert jax.tree_util.tree_structure((grads, dx)) == jax.tree_util.tree_structure((expected_grads, expected_dx))
@@ -155,15 +173,32 @@ def test_hand_backward_matches_finite_differences(case, shape):
     assert all(leaf.rel_num <= 1e-6 for leaf in report.leaves)
 
 
+def forward_backward(layer):
+    """``(params, x) -> (y, backward for dy = 1)``."""
+    def run(params, x):
+        y, residuals = layer.forward(params, x)
+        return y, layer.backward(params, residuals, jnp.ones_like(y))
+
+    return run
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_forward_backward(case, shape):
+    """``forward_backward`` of the case, compiled once for the jit test and the vmap test."""
+    return jax.jit(forward_backward(build(case, shape)[0]))
+
+
 @pytest.mark.parametrize("case,shape", PARAMS)
 def test_jit_equals_eager(case, shape):
     layer, params, x, _ = build(case, shape)
-    y, residuals = layer.forward(params, x)
-    y_jit, residuals_jit = jax.jit(layer.forward)(params, x)
+    y, grads = forward_backward(layer)(params, x)
+    # the residuals can leave one compiled program and enter another (traced, not compiled)
+    _, abstract_residuals = jax.eval_shape(layer.forward, params, x)
+    jax.eval_shape(layer.backward, params, abstract_residuals, jnp.ones_like(y))
+    y_jit, grads_jit = compiled_forward_backward(case, shape)(params, x)
     np.testing.assert_allclose(y_jit, y, rtol=1e-13, atol=1e-13)
-    dy = jnp.ones_like(y)
-    eager = jax.tree_util.tree_leaves(layer.backward(params, residuals, dy))
-    jitted = jax.tree_util.tree_leaves(jax.jit(layer.backward)(params, residuals_jit, dy))
+    eager, jitted = jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(grads_jit)
+    assert len(eager) == len(jitted)
     for a, b in zip(eager, jitted):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-13)
 
@@ -172,14 +207,9 @@ def test_jit_equals_eager(case, shape):
 def test_vmap_over_a_leading_axis(case, shape):
     layer, params, x, _ = build(case, shape)
     xs = jax.tree_util.tree_map(lambda a: jnp.stack([a, 2 * a]), x)
-
-    def forward_backward(v):
-        y, residuals = layer.forward(params, v)
-        return y, layer.backward(params, residuals, jnp.ones_like(y))
-
-    batched = jax.jit(jax.vmap(forward_backward))(xs)
-    single_fn = jax.jit(forward_backward)
+    batched = jax.jit(jax.vmap(forward_backward(layer), in_axes=(None, 0)))(params, xs)
+    single_fn = compiled_forward_backward(case, shape)
     for i in range(2):
-        single = single_fn(jax.tree_util.tree_map(lambda a: a[i], xs))
+        single = single_fn(params, jax.tree_util.tree_map(lambda a: a[i], xs))
         for a, b in zip(jax.tree_util.tree_leaves(batched), jax.tree_util.tree_leaves(single)):
             np.testing.assert_allclose(a[i], b, rtol=1e-12, atol=1e-12)
