@@ -46,10 +46,12 @@ OPTIMIZERS: dict[str, Callable[[float], optax.GradientTransformation]] = {
 }
 SCHEDULES = ("constant", "cosine")
 
-# The compiled step, epoch, evaluation and fit programs are built at LLVM optimization level 2
-# instead of XLA's default 3: as fast to run, and faster to compile (the default training
-# program 1.6 against 1.9-2.2 s, DeepConvNet's step 1.8 against 2.6 s; `python
-# benchmarks/compile_level.py`). Level 1 saves little more and ran the default program 4 % slower.
+# ``fit``'s program compiles at LLVM optimization level 2 instead of XLA's default 3: as fast
+# to run, and faster to compile (the default training program 1.6 against 1.9-2.2 s,
+# DeepConvNet's step 1.8 against 2.6 s; ``python benchmarks/compile_level.py``). Level 1 saves
+# little more and ran the default program 4 % slower. Only there: jax refuses compiler options
+# on a jit nested in another, and the steps, epochs and evaluations made below are the
+# caller's to compose into their own compiled programs.
 TRAINING = {"xla_backend_optimization_level": 2}
 
 
@@ -121,13 +123,13 @@ def make_train_step(network: Layer | StatefulLayer, loss: Loss, optimizer: optax
     """A jit-compiled step; see the module docstring for its two signatures."""
     step = make_step(network, loss, optimizer, weight_decay)
     if isinstance(network, StatefulLayer):
-        return jax.jit(step, compiler_options=TRAINING)
+        return jax.jit(step)
 
     def plain(params, opt_state, batch):
         params, _, opt_state, value = step(params, (), opt_state, None, batch)
         return params, opt_state, value
 
-    return jax.jit(plain, compiler_options=TRAINING)
+    return jax.jit(plain)
 
 
 def updates(n: int, batch_size: int, epochs: int) -> int:
@@ -218,13 +220,13 @@ def make_train_epoch(network: Layer | StatefulLayer, loss: Loss, optimizer: opta
     _check_batch_size("make_train_epoch", batch_size)
     epoch = _epoch_fn(network, loss, optimizer, batch_size, augment, weight_decay)
     if isinstance(network, StatefulLayer):
-        return jax.jit(epoch, compiler_options=TRAINING)
+        return jax.jit(epoch)
 
     def plain(params, opt_state, key, x, targets):
         params, _, opt_state, losses = epoch(params, (), opt_state, key, x, targets)
         return params, opt_state, losses
 
-    return jax.jit(plain, compiler_options=TRAINING)
+    return jax.jit(plain)
 
 
 def _evaluate_fn(network, loss, batch_size, bounds=None):
@@ -274,8 +276,8 @@ def make_evaluate(network: Layer | StatefulLayer, loss: Loss, batch_size: int):
     _check_batch_size("make_evaluate", batch_size)
     evaluate = _evaluate_fn(network, loss, batch_size)
     if isinstance(network, StatefulLayer):
-        return jax.jit(evaluate, compiler_options=TRAINING)
-    return jax.jit(lambda params, x, labels: evaluate(params, (), x, labels), compiler_options=TRAINING)
+        return jax.jit(evaluate)
+    return jax.jit(lambda params, x, labels: evaluate(params, (), x, labels))
 
 
 # --- the training loop -------------------------------------------------------------------
@@ -434,7 +436,7 @@ def _compiled_epochs(network, loss, optimizer, batch_size, augment, weight_decay
                                              (jnp.arange(per_call), keys))
         return carry, metrics, bad
 
-    return jax.jit(run, compiler_options=TRAINING)
+    return jax.jit(run, compiler_options=TRAINING)  # fit's own program: never nested in a caller's jit
 
 
 def as_numpy_tree(tree, prefix: str) -> dict[str, np.ndarray]:

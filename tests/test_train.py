@@ -65,6 +65,34 @@ def test_epoch_is_one_compiled_scan_that_learns_and_shuffles_with_the_key():
     assert float(softmax_cross_entropy.forward(NET.forward(p, x)[0], y)[0]) < 0.6 * first
 
 
+def test_the_compiled_step_epoch_and_evaluation_compose_inside_a_callers_jit():
+    """They are the caller's parts: nested in the caller's own jit (and vmap), as any jitted
+    function is. jax refuses compiler options on a nested jit, so none may be set on these."""
+    x, y = _data(n=32)
+    params, _ = NET.init(jax.random.PRNGKey(0), (-1, 5))
+    optimizer = optax.sgd(0.1)
+    step = make_train_step(NET, softmax_cross_entropy, optimizer)
+    epoch = make_train_epoch(NET, softmax_cross_entropy, optimizer, 16)
+    evaluate = make_evaluate(NET, softmax_cross_entropy, 16)
+
+    @jax.jit
+    def two_steps_an_epoch_and_an_evaluation(params, opt_state, key):
+        params, opt_state, _ = step(params, opt_state, (x[:16], y[:16]))
+        params, opt_state, _ = step(params, opt_state, (x[16:], y[16:]))
+        params, opt_state, _ = epoch(params, opt_state, key, x, y)
+        return params, evaluate(params, x, y)
+
+    nested, metrics = two_steps_an_epoch_and_an_evaluation(params, optimizer.init(params), jax.random.PRNGKey(1))
+    p, o = params, optimizer.init(params)
+    p, o, _ = step(p, o, (x[:16], y[:16]))
+    p, o, _ = step(p, o, (x[16:], y[16:]))
+    p, o, _ = epoch(p, o, jax.random.PRNGKey(1), x, y)
+    for a, b in zip(jax.tree_util.tree_leaves((nested, metrics)), jax.tree_util.tree_leaves((p, evaluate(p, x, y)))):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    per_key = jax.jit(jax.vmap(lambda k: epoch(params, optimizer.init(params), k, x, y)[2]))(jax.random.split(jax.random.PRNGKey(2), 2))
+    assert per_key.shape == (2, 2)
+
+
 def test_evaluation_covers_every_sample_once():
     x, y = _data(n=23)
     params, _ = NET.init(jax.random.PRNGKey(0), (-1, 5))
