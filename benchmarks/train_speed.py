@@ -6,6 +6,11 @@ run, the compile time of the default training program, the default ``pure-backpr
 wall time (``--cli``), peak memory and the machine. PyTorch is measured when installed
 (``pip install torch``; not a dependency) and skipped otherwise.
 
+The JAX programs of a workload are timed side by side (``timed_together``: their rounds
+interleaved), then NumPy and PyTorch each in a block of their own: their BLAS and OpenMP
+threads keep spinning after a call, and a JAX round right after one ran 1.2-1.5x slower
+(TwoLayerNet's hand step: 0.34 ms alone, 0.44 after PyTorch steps, 0.50 after NumPy's).
+
 Run: ``python benchmarks/train_speed.py [--repeats 7] [--cli]``. Never run two timings at
 once on a shared machine: the ratios are only meaningful within one quiet run.
 """
@@ -49,6 +54,21 @@ def timed(fn, repeats, number=1):
             fn()
         rounds.append((time.perf_counter() - start) / number)
     return statistics.median(rounds), min(rounds), max(rounds)
+
+
+def timed_together(fns, repeats, number=1):
+    """``timed`` for several functions side by side: their rounds interleaved, the order rotated
+    each round, so that a drift of the machine's speed hits all of them alike."""
+    for fn in fns.values():
+        fn()  # warm up
+    names, rounds = list(fns), {name: [] for name in fns}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            start = time.perf_counter()
+            for _ in range(number):
+                fns[name]()
+            rounds[name].append((time.perf_counter() - start) / number)
+    return {name: (statistics.median(t), min(t), max(t)) for name, t in rounds.items()}
 
 
 # --- the four implementations of one SGD step of an MLP with softmax cross-entropy ------------
@@ -140,8 +160,7 @@ def one_step(sizes, batch, repeats, number):
 
         return call
 
-    out = {"hand + jit": timed(run("hand", hand), repeats, number),
-           "jax.grad + jit": timed(run("jax", autodiff), repeats, number)}
+    out = timed_together({"hand + jit": run("hand", hand), "jax.grad + jit": run("jax", autodiff)}, repeats, number)
     np_params = numpy_params(sizes)
     out["NumPy, the book's way"] = timed(lambda: numpy_step(np_params, x, t), repeats, number)
     if torch is not None:
@@ -196,7 +215,7 @@ def digits_step(repeats):
     x, t = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     steps = len(data.x_train) // 100
     net, params, optimizer, _, _ = jax_steps((64, 50, 10))
-    out = {}
+    fns = {}
     for name, augment in (("hand + jit", None), ("hand + jit, augmented", affine_augmenter((8, 8)))):
         epoch = make_train_epoch(net, softmax_cross_entropy, optimizer, 100, augment=augment)
         carry = [params, optimizer.init(params)]
@@ -205,8 +224,7 @@ def digits_step(repeats):
             carry[0], carry[1], losses = epoch(carry[0], carry[1], jax.random.PRNGKey(0), x, t)
             losses.block_until_ready()
 
-        median, low, high = timed(call, repeats, 20)
-        out[name] = (median / steps, low / steps, high / steps)
+        fns[name] = call
     np_params = numpy_params((64, 50, 10))
     xn, tn = np.asarray(data.x_train), np.asarray(data.y_train)
     rng = np.random.default_rng(0)
@@ -217,9 +235,9 @@ def digits_step(repeats):
             index = order[i * 100:(i + 1) * 100]
             numpy_step(np_params, xn[index], tn[index])
 
-    median, low, high = timed(numpy_call, repeats, 20)
-    out["NumPy, the book's way"] = (median / steps, low / steps, high / steps)
-    return out
+    out = timed_together(fns, repeats, 20)
+    out["NumPy, the book's way"] = timed(numpy_call, repeats, 20)
+    return {name: (median / steps, low / steps, high / steps) for name, (median, low, high) in out.items()}
 
 
 def sgemm_rate(repeats):
