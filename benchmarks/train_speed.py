@@ -265,15 +265,22 @@ def default_compile_seconds():
 
 
 def cli_seconds(repeats):
-    """Wall time of ``pure-backprop train`` with defaults, start to exit, in a fresh process."""
-    times = []
-    for _ in range(repeats):
-        with tempfile.TemporaryDirectory() as tmp:
-            start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "pure_backprop.cli", "train", "--out", f"{tmp}/run", "--no-progress"],
-                           check=True, capture_output=True)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times), min(times), max(times)
+    """Wall time of ``pure-backprop train`` with defaults, start to exit, in a fresh process:
+    ``{"compiling": ..., "cache warm": ...}``, runs alternating between ``--compile-cache none``
+    (every program compiled, as on a first run) and the user's cache (after one untimed run that
+    fills it)."""
+    modes = {"compiling": ["--compile-cache", "none"], "cache warm": []}
+    times = {mode: [] for mode in modes}
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pure_backprop.cli", "train", "--out", f"{tmp}/fill", "--no-progress"],
+                       check=True, capture_output=True)
+        for i in range(repeats):
+            for mode, extra in modes.items():
+                start = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "pure_backprop.cli", "train", "--out", f"{tmp}/{mode}{i}",
+                                "--no-progress", *extra], check=True, capture_output=True)
+                times[mode].append(time.perf_counter() - start)
+    return {mode: (statistics.median(t), min(t), max(t)) for mode, t in times.items()}
 
 
 def fmt(entry, unit):
@@ -324,7 +331,9 @@ def main():
         print(f"  {name}: hand is 1; {others}")
     print(f"compilation of the default training program: {default_compile_seconds():.2f} s")
     if args.cli:
-        print(f"pure-backprop train with defaults, wall time: {fmt(cli_seconds(3), 's')}")
+        walls = cli_seconds(3)
+        print("pure-backprop train with defaults, wall time: "
+              + "; ".join(f"{mode} {fmt(entry, 's')}" for mode, entry in walls.items()))
     print(f"peak memory (max RSS of this process): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
