@@ -28,27 +28,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pure_backprop.augment import affine_augmenter
-from pure_backprop.data import load_digits, split_validation
+from default_epoch import EPOCHS_PER_CALL, default_program  # benchmarks/, the script's folder
 from pure_backprop.layers import softmax_cross_entropy
-from pure_backprop.network import deep_conv_net, mlp, simple_conv_net
-from pure_backprop.train import _fit_program, make_step
+from pure_backprop.network import deep_conv_net, simple_conv_net
+from pure_backprop.train import make_step
 
-EPOCHS_PER_CALL = 50
-
-
-def default_program():
-    """``(jitted, args, calls-per-timing-unit, unit)`` of the default training program."""
-    data = split_validation(load_digits(seed=0), 0.2, seed=0)
-    net = mlp((50,), 10)
-    params, _ = net.init(jax.random.PRNGKey(0), (-1, 64))
-    optimizer = optax.sgd(0.1)
-    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    splits = {"train": (x, y), "val": (jnp.asarray(data.x_val), jnp.asarray(data.y_val)),
-              "test": (jnp.asarray(data.x_test), jnp.asarray(data.y_test))}
-    run, _, split_arrays = _fit_program(net, softmax_cross_entropy, optimizer, x, y, 1000, 100, splits,
-                                        affine_augmenter(data.image_shape), 0.0, EPOCHS_PER_CALL, 500)
-    args = (params, (), optimizer.init(params), jax.random.PRNGKey(1), x, y, split_arrays, EPOCHS_PER_CALL)
+def default_program_of_the_cli():
+    """``(function, args, calls-per-timing-unit, unit)`` of the default training program."""
+    run, args = default_program()
     return run.__wrapped__, args, EPOCHS_PER_CALL, "ms per epoch"  # the function under its jit and its options
 
 
@@ -81,7 +68,7 @@ def main():
     print(f"| program | level | compile (s), lowering excluded | time | speed vs {'default' if args.levels[0] < 0 else args.levels[0]} |")
     print("|---|---|---|---|---|")
     for name in args.programs:
-        fun, call_args, per_call, unit = default_program() if name == "default" else conv_program(name)
+        fun, call_args, per_call, unit = default_program_of_the_cli() if name == "default" else conv_program(name)
         compiled, compile_s = {}, {level: [] for level in args.levels}
         for _ in range(args.compiles):
             for level in args.levels:

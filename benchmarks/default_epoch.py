@@ -28,25 +28,32 @@ from pure_backprop.train import _fit_program
 EPOCHS_PER_CALL = 50
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=9)
-    args = parser.parse_args()
+def default_program(augmented=True, evaluated=True):
+    """``(run, call_args)``: the jitted chunk program ``pure-backprop train`` runs by default
+    (``augmented``: with its warps; ``evaluated``: train/val/test after each epoch), and the
+    arguments of one call of ``EPOCHS_PER_CALL`` epochs."""
     data = split_validation(load_digits(seed=0), 0.2, seed=0)
     net = mlp((50,), 10)
     params, _ = net.init(jax.random.PRNGKey(0), (-1, 64))
     optimizer = optax.sgd(0.1)
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     splits = {"train": (x, y), "val": (jnp.asarray(data.x_val), jnp.asarray(data.y_val)),
-              "test": (jnp.asarray(data.x_test), jnp.asarray(data.y_test))}
-    augment = affine_augmenter(data.image_shape)
-    variants = {"default": (augment, splits), "without evaluation": (augment, {}),
-                "without augmentation": (None, splits), "without both": (None, {})}
+              "test": (jnp.asarray(data.x_test), jnp.asarray(data.y_test))} if evaluated else {}
+    augment = affine_augmenter(data.image_shape) if augmented else None
+    run, _, split_arrays = _fit_program(net, softmax_cross_entropy, optimizer, x, y, 1000, 100, splits, augment,
+                                        0.0, EPOCHS_PER_CALL, 500)
+    return run, (params, (), optimizer.init(params), jax.random.PRNGKey(1), x, y, split_arrays, EPOCHS_PER_CALL)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=9)
+    args = parser.parse_args()
+    variants = {"default": (True, True), "without evaluation": (True, False),
+                "without augmentation": (False, True), "without both": (False, False)}
     programs = {}
-    for name, (aug, evaluate_on) in variants.items():
-        run, _, split_arrays = _fit_program(net, softmax_cross_entropy, optimizer, x, y, 1000, 100, evaluate_on, aug,
-                                            0.0, EPOCHS_PER_CALL, 500)
-        call_args = (params, (), optimizer.init(params), jax.random.PRNGKey(1), x, y, split_arrays, EPOCHS_PER_CALL)
+    for name, (augmented, evaluated) in variants.items():
+        run, call_args = default_program(augmented, evaluated)
         start = time.perf_counter()
         compiled = run.lower(*call_args).compile()
         programs[name] = (compiled, call_args, time.perf_counter() - start)
