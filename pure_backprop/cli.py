@@ -480,7 +480,8 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
 
     # matplotlib (0.4-0.7 s to import, 0.25 s more for its first figure) warms up in a thread
     # while training runs in XLA, without the GIL
-    threading.Thread(target=_warm_plotting, name="warm-plotting").start()
+    warm = threading.Thread(target=_warm_plotting, name="warm-plotting")
+    warm.start()
     result = fit(*fit_args, **fit_kwargs, on_epochs=progress, should_stop=lambda: stop.requested)
     bar.close()
     history = result.history
@@ -518,6 +519,7 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
              f"{', batchnorm' if args.batchnorm else ''}{f', dropout {args.dropout}' if args.dropout else ''}"
              f"{f', weight decay {args.weight_decay}' if args.weight_decay else ''}\n{args.optimizer} lr {args.lr}{' cosine' if args.schedule == 'cosine' else ''}, "
              f"batch {args.batch_size}, augment {args.augment}")
+    warm.join()  # done by now unless the run was short: one figure drawn at a time
     _write_atomic(out / "curves.png", lambda tmp: _plot(history, tmp, title))
     written.append(out / "curves.png")
     text = json.dumps(_finite_or_none(metrics), indent=2, allow_nan=False)

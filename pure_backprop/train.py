@@ -47,9 +47,9 @@ OPTIMIZERS: dict[str, Callable[[float], optax.GradientTransformation]] = {
 SCHEDULES = ("constant", "cosine")
 
 # ``fit``'s program compiles at LLVM optimization level 2 instead of XLA's default 3: as fast
-# to run, and faster to compile (the default training program 1.6 against 1.9-2.2 s,
-# DeepConvNet's step 1.8 against 2.6 s; ``python benchmarks/compile_level.py``). Level 1 saves
-# little more and ran the default program 4 % slower. Only there: jax refuses compiler options
+# to run, and faster to compile (two runs of ``python benchmarks/compile_level.py``: the default
+# training program 1.35-1.63 against 1.74-2.20 s, DeepConvNet's step 1.63-1.77 against
+# 2.68-2.71 s). Level 1 saves little more and ran the default program 0.96-0.99x as fast. Only there: jax refuses compiler options
 # on a jit nested in another, and the steps, epochs and evaluations made below are the
 # caller's to compose into their own compiled programs.
 TRAINING = {"xla_backend_optimization_level": 2}
