@@ -445,7 +445,11 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
         params, state, _ = lift(network).init(key_init, (-1,) + sample_shape)
         return params, state, key_check, key_train
 
-    params, state, key_check, key_train = jax.jit(init, compiler_options=ONE_OFF)(args.seed)
+    init = jax.jit(init, compiler_options=ONE_OFF)
+    # Zeros shaped like init's outputs stand in for them while the training program compiles:
+    # its compilation starts before init runs (the same shapes and dtypes, the same program).
+    placeholders = jax.tree_util.tree_map(lambda s: jax.device_put(np.zeros(s.shape, s.dtype)),
+                                          jax.eval_shape(init, args.seed))
     steps = updates(len(dataset.x_train), args.batch_size, args.epochs)
     optimizer = OPTIMIZERS[args.optimizer](learning_rate(args.lr, args.schedule, steps))
     augment = Affine() if args.augment == "affine" else None
@@ -454,15 +458,20 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
         splits["val"] = (dataset.x_val, dataset.y_val)
     splits["test"] = (dataset.x_test, dataset.y_test)
     splits = {k: (jnp.asarray(x), jnp.asarray(y)) for k, (x, y) in splits.items()}
-    fit_args = (network, softmax_cross_entropy, optimizer, params, *splits["train"])
-    fit_kwargs = dict(epochs=args.epochs, batch_size=args.batch_size, key=key_train, state=state, evaluate_on=splits,
-                      augment=augment and affine_augmenter(dataset.image_shape, augment),
-                      weight_decay=args.weight_decay, eval_batch_size=max(args.batch_size, 500),
-                      epochs_per_call=min(max(1, math.ceil(args.epochs / 20)), 10_000))
+    settings = dict(epochs=args.epochs, batch_size=args.batch_size, evaluate_on=splits,
+                    augment=augment and affine_augmenter(dataset.image_shape, augment),
+                    weight_decay=args.weight_decay, eval_batch_size=max(args.batch_size, 500),
+                    epochs_per_call=min(max(1, math.ceil(args.epochs / 20)), 10_000))
 
-    # The training program compiles in a second thread while this one checks the gradient.
+    # The training program compiles in a second thread while this one initializes and checks
+    # the gradient.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        compiled = pool.submit(compile_fit, *fit_args, **fit_kwargs)
+        params, state, _, key = placeholders
+        compiled = pool.submit(compile_fit, network, softmax_cross_entropy, optimizer, params, *splits["train"],
+                               key=key, state=state, **settings)
+        params, state, key_check, key_train = init(args.seed)
+        fit_args = (network, softmax_cross_entropy, optimizer, params, *splits["train"])
+        fit_kwargs = dict(key=key_train, state=state, **settings)
         batch = (dataset.x_train[: args.batch_size], dataset.y_train[: args.batch_size])
         grad_error = compare_with_jax(freeze(network, state, key_check, True), softmax_cross_entropy, params, *batch)
         print(f"gradient check (float64, one batch of {len(batch[0])}, train mode): "

@@ -265,6 +265,24 @@ def test_a_second_run_takes_its_programs_from_the_compile_cache(tmp_path):
     assert one["history"] == two["history"]  # the same programs: the same numbers
 
 
+def test_the_training_program_compiles_once_though_compiled_ahead_on_placeholders(tmp_path, monkeypatch):
+    """The command line compiles the training program on zeros shaped like the initial
+    parameters, state and key, while it initializes; the run must then find that program
+    (a placeholder of another dtype, say, would compile a second one, silently)."""
+    from pure_backprop import train
+
+    made, original = [], train._compiled_epochs
+
+    def recording(*settings):
+        made.append(original(*settings))
+        return made[-1]
+
+    monkeypatch.setattr(train, "_compiled_epochs", recording)
+    argv = [*SMALL_RUN, "--batchnorm", "--dropout", "0.1", "--compile-cache", "none"]  # with state and keys
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    assert made and all(run._cache_size() == 1 for run in made), [run._cache_size() for run in made]
+
+
 def test_the_compile_cache_defaults_to_the_users_cache_folder_and_none_keeps_nothing(tmp_path, monkeypatch):
     from pure_backprop.cli import build_parser, default_cache
 
