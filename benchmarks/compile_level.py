@@ -33,6 +33,7 @@ from pure_backprop.layers import softmax_cross_entropy
 from pure_backprop.network import deep_conv_net, simple_conv_net
 from pure_backprop.train import make_step
 
+
 def default_program_of_the_cli():
     """``(function, args, calls-per-timing-unit, unit)`` of the default training program."""
     run, args = default_program()
@@ -87,7 +88,7 @@ def main():
                 jax.block_until_ready(compiled[level](*call_args))
                 times[level].append((time.perf_counter() - start) / per_call * 1e3)
         base = statistics.median(times[args.levels[0]])
-        for level in args.levels:  # noqa: B007
+        for level in args.levels:
             c, t = compile_s[level], times[level]
             print(f"| {name} | {'default' if level < 0 else level} | {statistics.median(c):.2f} ({min(c):.2f}-{max(c):.2f}) | "
                   f"{statistics.median(t):.3f} ({min(t):.3f}-{max(t):.3f}) {unit} | "

@@ -46,19 +46,13 @@ except ImportError:  # PyTorch is optional
 
 def timed(fn, repeats, number=1):
     """Median, min and max seconds of one call of ``fn`` over ``repeats`` rounds of ``number`` calls."""
-    fn()  # warm up (compilation, caches)
-    rounds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(number):
-            fn()
-        rounds.append((time.perf_counter() - start) / number)
-    return statistics.median(rounds), min(rounds), max(rounds)
+    return timed_together({"fn": fn}, repeats, number)["fn"]
 
 
 def timed_together(fns, repeats, number=1):
-    """``timed`` for several functions side by side: their rounds interleaved, the order rotated
-    each round, so that a drift of the machine's speed hits all of them alike."""
+    """``timed`` for several functions side by side (after a warm-up call each): their rounds
+    interleaved, the order rotated each round, so that a drift of the machine's speed hits all
+    of them alike."""
     for fn in fns.values():
         fn()  # warm up
     names, rounds = list(fns), {name: [] for name in fns}
