@@ -1,5 +1,5 @@
 """Benchmark: the weight gradient ``dW = x.T @ dy`` as XLA's CPU backend runs it, and the same
-product with ``x.T`` laid out in memory first (issue 9).
+product with ``x.T`` laid out in memory first.
 
 Written as ``x.T @ dy``, the product contracts the batch axis of both operands; XLA folds the
 transpose into the dot's dimension numbers and, on the CPU, gives such a dot to Eigen, because

@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(items):
     """The tests of ``test_layers`` for one registry case and shape one after the other (the
     order is otherwise kept): they share compiled programs, and xdist's load scheduling sends
     runs of consecutive tests to one worker. (Its ``--dist loadgroup`` would say so outright,
-    but under pytest 9.2 it silently stops grouping: pytest-xdist issue 1386.)"""
+    but under pytest 9.2 it silently stops grouping: pytest-xdist's tracker, #1386.)"""
     def case_of(item):
         spec = getattr(item, "callspec", None)
         return spec.id if spec is not None and item.module.__name__ == "test_layers" else None

@@ -1,4 +1,4 @@
-"""Tests that kill the mutants the rest of the suite let survive (issue 11; docs/mutation.md).
+"""Tests that kill the mutants the rest of the suite let survive (docs/mutation.md).
 
 Each test is named after the file whose mutants it kills (``test_relu_...``, ``test_core_...``)
 so that ``[tool.mutmut.tests]`` in pyproject.toml can select it with ``-k``. Small shapes, no

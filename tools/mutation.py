@@ -1,4 +1,4 @@
-"""Mutation testing of the backward passes and the checker (issue 11); see docs/mutation.md.
+"""Mutation testing of the backward passes and the checker; see docs/mutation.md.
 
     python tools/mutation.py [FILE ...]        # default: every file of [tool.mutmut.tests]
     python tools/mutation.py --list            # the files and the tests each one runs
@@ -469,8 +469,20 @@ def _wilson(k, n, z=1.96):
     return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
 
 
+def _require_mutmut():
+    try:
+        import mutmut  # noqa: F401
+    except ImportError:
+        sys.exit('mutation: mutmut is not installed: pip install -e ".[mutation]"')
+
+
 def report(files, show_diffs=True):
+    _require_mutmut()
     from mutmut.stats import status_by_exit_code
+
+    if not any(MUTANTS.glob("**/*.meta")):
+        sys.exit("mutation: no results here yet (mutants/ holds none): run `python tools/mutation.py FILE` first; "
+                 "docs/mutation.md gives the table of the last full run")
 
     equivalent = _equivalent()
     timing = json.loads(TIMES.read_text()) if TIMES.exists() else {}
@@ -556,6 +568,7 @@ def main(argv=None):
         for f in files:
             print(f"{f}:\n" + "".join(f"    {s}\n" for s in tests[f]))
         return 0
+    _require_mutmut()
     if not args.report:
         print(f"generating mutants for {len(files)} file(s) with mutmut", flush=True)
         _generate(files)
