@@ -26,7 +26,7 @@ Walking back: ``dx6 = -1/N``, ``dx5 = dx6``, ``dx4 = t * dx5``, ``dx3 = dx4 / x3
 ``dx1 += broadcast(dx2)``, ``dx = dx1 * exp(x)``, which is ``(p * sum(t, axis=1) - t) / N``:
 ``(p - t) / N`` when every row of ``t`` sums to 1, and still the exact gradient when a row does
 not (an all-zero or multi-hot row), since each node's backward is exact.
-The graph is literal: it has no max-shift, so keep logits moderate (|x| < 700 in float64).
+The graph is literal: it has no max-shift, so keep logits moderate (``|x| < 700`` in float64).
 
 The sigmoid graph is literal too. Its forward is within 2 ulps everywhere, but walking back
 gives ``dx = dy * y**2 * exp(-x)``: for ``x < log(tiny) / 2`` (-354 in float64, -43.7 in
