@@ -67,6 +67,36 @@ def test_the_checker_counts_a_tie_as_a_kink_not_a_failure():
     assert report.kinks >= 1, str(report)
 
 
+def test_max_pool_sends_an_all_minus_inf_window_to_its_first_real_entry_not_to_the_padding():
+    # windows that cover padding and hold only -inf entries of x: y is -inf, and the first -inf
+    # of x (row-major) gets dy; reduce_window's gradient sends it to the padding, where it is lost
+    x = jnp.array([[[[-jnp.inf, 1.0, -jnp.inf],
+                     [-jnp.inf, -jnp.inf, -jnp.inf],
+                     [-jnp.inf, -jnp.inf, -jnp.inf]]]])
+    dy = jnp.array([[[[10.0, 20.0], [30.0, 40.0]]]])
+    layer = max_pool2d(2, 2, 1)
+    y, residuals = layer.forward((), x)
+    np.testing.assert_array_equal(y, [[[[-jnp.inf, 1.0], [-jnp.inf, -jnp.inf]]]])
+    _, dx = layer.backward((), residuals, dy)
+    expected = jnp.zeros((1, 1, 3, 3)).at[0, 0, 0, 0].set(10.0).at[0, 0, 0, 1].set(20.0)
+    expected = expected.at[0, 0, 1, 0].set(30.0).at[0, 0, 1, 1].set(40.0)
+    np.testing.assert_array_equal(dx, expected)
+    _, vjp = jax.vjp(lambda v: ref7.max_pool2d(2, 2, 1)((), v), x)
+    assert float(jnp.sum(vjp(dy)[0])) < float(jnp.sum(dy))  # the oracle loses what fell on the padding
+    # overlapping windows on both axes, padding (1, 2): every dy lands on x, on the first -inf of its window
+    x = jnp.full((2, 1, 4, 5), -jnp.inf).at[1, 0, 2, 3].set(0.5)
+    layer = max_pool2d((2, 3), stride=1, padding=(1, 2))
+    y, residuals = layer.forward((), x)
+    dy = jnp.arange(1.0, 1.0 + y.size).reshape(y.shape)
+    _, dx = layer.backward((), residuals, dy)
+    assert y.shape == (2, 1, 5, 7) and bool(jnp.all(y[0] == -jnp.inf))
+    np.testing.assert_allclose(jnp.sum(dx, axis=(1, 2, 3)), jnp.sum(dy, axis=(1, 2, 3)), rtol=0)
+    i, j = np.meshgrid(np.arange(5), np.arange(7), indexing="ij")
+    first = np.zeros((4, 5))
+    np.add.at(first, (np.maximum(i - 1, 0), np.maximum(j - 2, 0)), np.asarray(dy[0, 0]))
+    np.testing.assert_array_equal(dx[0, 0], first)
+
+
 # --- the three formulations of conv2d -----------------------------------------------------
 
 SHAPES = [  # (x shape, filters, kernel, stride, padding); the registry has stride 1, padding 1

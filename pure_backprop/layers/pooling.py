@@ -10,7 +10,7 @@ so that every window holds at least one entry of ``x``.
 **Max pooling**, ``xp`` padded with ``-inf`` (a padding entry never wins)::
 
     y[n, c, i, j]      = max_t w_t[n, c, i, j]
-    t*[n, c, i, j]     = the FIRST t reaching that maximum (row-major window order)
+    t*[n, c, i, j]     = the FIRST t reaching that maximum (row-major window order) at an entry of x
     dy[n,c,i,j]/dw_t   = 1 if t = t*[n, c, i, j] else 0
     dx                 = add_windows([dy * (t*== t) for t in windows])
 
@@ -18,7 +18,10 @@ A window holding two equal maxima has no derivative (it is a kink); the whole gr
 the first of them in row-major order: the book's ``np.argmax``, and what ``jax.grad`` of
 ``lax.reduce_window(x, -inf, lax.max, ...)`` does (it lowers to ``select_and_scatter_add`` with a
 ``>=`` selection). ``jax.grad`` of ``jnp.max`` over reshaped windows splits it among the ties
-instead. Overlapping windows each pick their own maximum, and a pixel that wins in several
+instead. A window whose entries of ``x`` are all ``-inf`` gives ``y = -inf`` and a tie of those
+entries with its padding: the gradient goes to the first entry of ``x``, never to the padding
+(``reduce_window``'s gradient picks the padding where it comes first, and that gradient is lost).
+Overlapping windows each pick their own maximum, and a pixel that wins in several
 windows collects all their gradients (``add_windows`` adds). The residual is ``t*``, one
 integer per output, as the book keeps ``arg_max``.
 
@@ -49,7 +52,8 @@ from .windows import add_windows, output_size, pair, require_fits, windows
 def max_pool2d(window, stride=None, padding=0) -> Layer:
     """Max pooling over ``window`` (int or pair); ``stride`` defaults to ``window``; ``-inf`` padding.
 
-    Ties: the first maximum in row-major window order receives the whole gradient.
+    Ties: the first maximum in row-major window order receives the whole gradient, always an
+    entry of ``x`` (a window of ``-inf`` entries gives ``-inf`` and never sends it to the padding).
     """
     window, stride, padding = _arguments("max_pool2d", window, stride, padding)
 
@@ -57,8 +61,13 @@ def max_pool2d(window, stride=None, padding=0) -> Layer:
         del params
         _check_input("max_pool2d", x, window, padding)
         stacked = jnp.stack(windows(x, window, stride, padding, -jnp.inf))   # (KH KW, N, C, OH, OW)
+        y = jnp.max(stacked, axis=0)
         first_max = jnp.argmax(stacked, axis=0)                             # argmax returns the first
-        return jnp.max(stacked, axis=0), (x, first_max)
+        # y = -inf: every entry of x in the window is -inf, and so is the padding, which comes
+        # first where the window starts above or left of x; its first entry of x takes dy instead
+        is_x = jnp.stack(windows(jnp.ones((1, 1) + x.shape[2:], bool), window, stride, padding, False))
+        first_max = jnp.where(y == -jnp.inf, jnp.argmax(is_x, axis=0), first_max)
+        return y, (x, first_max)
 
     def backward(params, residuals, dy):
         del params
@@ -95,8 +104,8 @@ def avg_pool2d(window, stride=None, padding=0) -> Layer:
 
 
 def _init(name, window, stride, padding):
-    def init(key, in_shape):
-        del key
+    def init(key, in_shape, dtype=jnp.float32):
+        del key, dtype  # no params
         if len(in_shape) != 4:
             raise ValueError(f"{name}: in_shape must be (N, C, H, W), got {tuple(in_shape)}")
         require_fits(name, in_shape[2:], window, padding, f"in_shape {tuple(in_shape)}")
