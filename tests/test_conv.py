@@ -2,6 +2,8 @@
 against each other, ``method="auto"``'s rule, the remainder row, batch 1, He init for OIHW,
 the pooling output size with padding, and the error messages."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -169,6 +171,18 @@ def test_auto_picks_what_the_docstring_says(w_shape, padding, plan):
     params, _ = layer.init(jax.random.PRNGKey(0), (2, w_shape[1], 9, 9))
     _, (_, col) = layer.forward(params, jnp.ones((2, w_shape[1], 9, 9)))
     assert (col is not None) == (plan in ("im2col", "mixed"))  # only the im2col paths build col
+
+
+def test_auto_plan_takes_an_int_padding_as_conv2d_does():
+    assert auto_plan((32, 32, 3, 3), 2) == auto_plan((32, 32, 3, 3), (2, 2)) == "offsets"
+    assert auto_plan((16, 16, 3, 3), 1) == "conv" and auto_plan((16, 1, 3, 3), 0) == "im2col"
+    assert auto_plan((16, 16, 5, 5), [3, 2]) == "offsets"
+    for bad in (-1, (1, -1), (1, 1, 1), 1.0, True, "1", None):
+        with pytest.raises(ValueError, match=r"^conv2d: padding must be a non-negative int or a pair of "
+                                             r"non-negative ints, got " + re.escape(repr(bad)) + "$"):
+            auto_plan((16, 16, 3, 3), bad)
+        with pytest.raises(ValueError, match=r"^conv2d: padding must be"):
+            conv2d(4, 3, padding=bad)
 
 
 # --- init ----------------------------------------------------------------------------------

@@ -202,12 +202,14 @@ def conv2d(filters: int, kernel_size, stride=1, padding=0, method: str = "auto",
 
 
 def auto_plan(w_shape, padding) -> str:
-    """``method="auto"``'s choice for filters of shape ``(FN, C, FH, FW)`` and ``padding``:
-    ``"im2col"``, ``"offsets"`` or ``"conv"`` (the rule of the module docstring)."""
+    """``method="auto"``'s choice for filters of shape ``(FN, C, FH, FW)`` and ``padding`` (an int
+    or a pair ``(rows, columns)``, as ``conv2d`` takes it): ``"im2col"``, ``"offsets"`` or ``"conv"``
+    (the rule of the module docstring)."""
     _, C, FH, FW = w_shape
+    ph, pw = pair("conv2d", "padding", padding, minimum=0)
     if C * FH * FW <= SMALL_CONTRACTION:
         return "im2col"
-    if 2 * padding[0] > FH - 1 or 2 * padding[1] > FW - 1:  # over-padded: output larger than input
+    if 2 * ph > FH - 1 or 2 * pw > FW - 1:  # over-padded: output larger than input
         return "offsets"
     return "conv"
 
