@@ -3,7 +3,8 @@
 The CLI only parses options, loads data and writes files; the training loop is
 ``pure_backprop.train.fit`` and the checker ``pure_backprop.gradcheck``.
 Every user mistake (a bad option, a missing data folder, an unwritable output folder)
-ends with one line on stderr and exit code 2, never a traceback. Ctrl-C ends with exit
+ends with one line on stderr and exit code 2, never a traceback; a bare ``pure-backprop``
+lists the commands and says where to start, also with exit code 2. Ctrl-C ends with exit
 130 and a list of the files actually written; a diverging run stops with exit 1.
 """
 
@@ -97,52 +98,115 @@ _NON_NEGATIVE = _number(float, 0, "a finite number >= 0 and below 3.4e38 (float3
 MAX_EPOCHS = 2**31  # the compiled loop counts epochs in int32
 
 
+COMMANDS = {  # each command's line in the list of commands
+    "train": "train a network (mlp, convnet or deepconvnet) with the hand-written gradients",
+    "check": "check every built-in backward pass against jax.vjp and finite differences",
+}
+HINT = ("run 'pure-backprop train' to train the default network on the bundled digits,\n"
+        "or 'pure-backprop COMMAND --help'")
+_TRAIN_EXAMPLES = """\
+  pure-backprop train                             # mlp on the bundled digits
+  pure-backprop train --epochs 1 --out runs/one   # one epoch, to see the files
+  pure-backprop train --model convnet             # SimpleConvNet
+  pure-backprop train --dataset mnist --data-dir data/mnist --epochs 20"""
+_CHECK_EXAMPLES = """\
+  pure-backprop check                             # every built-in case
+  pure-backprop check --layer affine              # one layer
+  pure-backprop check --layer affine --mode full  # differences at every entry
+  pure-backprop check --list                      # the names --layer accepts"""
+
+
+def _train_description() -> str:
+    mlp, conv, deep = MODELS["mlp"], MODELS["convnet"], MODELS["deepconvnet"]
+    return f"""\
+Train a network with the hand-written gradients (checked once against jax.grad
+first) and write params.npz, curves.png and metrics.json to the run folder.
+
+models (--model):
+  mlp          the book's MultiLayerNetExtend: affine -> [batchnorm] ->
+               activation -> [dropout] for each hidden width, then affine;
+               by default one hidden layer of 50 ReLU units (the shape of the
+               book's TwoLayerNet); {mlp['epochs']} epochs, lr {mlp['lr']}
+  convnet      the book's SimpleConvNet: conv 30 5x5 -> ReLU -> max pool 2x2 ->
+               affine 100 -> ReLU -> affine (padded to keep the 8x8 digits'
+               size, unpadded on MNIST as in the book), He init; {conv['epochs']} epochs,
+               lr {conv['lr']} with {conv['schedule']} decay, weight decay {conv['weight_decay']:g}
+  deepconvnet  the book's DeepConvNet: conv 3x3 -> ReLU at widths 16,16 | 32,32 |
+               64,64 with a max pool 2x2 after each pair, then affine 50 ->
+               ReLU -> dropout -> affine -> dropout, He init; {deep['epochs']} epochs,
+               dropout {deep['dropout']}, lr {deep['lr']}"""
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command; each option's help states its default."""
+    from . import __version__
     from .train import OPTIMIZERS, SCHEDULES
 
-    parser = _Parser(prog="pure-backprop", description="Hand-derived backpropagation in pure JAX.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    raw = argparse.RawDescriptionHelpFormatter  # keeps the line breaks of descriptions and examples
+    parser = _Parser(prog="pure-backprop", description="Hand-derived backpropagation in pure JAX.",
+                     epilog=f"examples:\n{_TRAIN_EXAMPLES}\n{_CHECK_EXAMPLES}\n\n{HINT}", formatter_class=raw)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND", parser_class=_Parser)
 
-    t = commands.add_parser("train", help="train a multi-layer perceptron with the hand-written gradients")
-    t.add_argument("--dataset", choices=["digits", "mnist"], default="digits")
-    t.add_argument("--data-dir", type=_folder, default=None,
+    t = commands.add_parser("train", help=COMMANDS["train"], description=_train_description(),
+                            epilog=f"examples:\n{_TRAIN_EXAMPLES}", formatter_class=raw)
+    t.add_argument("--dataset", choices=["digits", "mnist"], default="digits",
+                   help="digits: the 1797 8x8 images bundled with pure_backprop; mnist: the four IDX files "
+                        "in --data-dir (default %(default)s)")
+    t.add_argument("--data-dir", type=_folder, default=None, metavar="DIR",
                    help="folder of the four MNIST IDX files (default data/mnist)")
     t.add_argument("--download", action="store_true", help="fetch missing MNIST files from --mirror")
-    t.add_argument("--mirror", type=_mirror, default=None,
+    t.add_argument("--mirror", type=_mirror, default=None, metavar="URL",
                    help="http(s) or file URL of the folder of MNIST .gz files (default: the standard mirror)")
     t.add_argument("--model", choices=list(MODELS), default="mlp",
-                   help="mlp (MultiLayerNetExtend), convnet (SimpleConvNet) or deepconvnet (DeepConvNet)")
-    t.add_argument("--hidden", type=_widths, default=None, help="mlp hidden widths, e.g. 100,50 (default 50)")
+                   help="mlp (MultiLayerNetExtend), convnet (SimpleConvNet) or deepconvnet (DeepConvNet), "
+                        "described above (default %(default)s)")
+    t.add_argument("--hidden", type=_widths, default=None, metavar="WIDTHS",
+                   help="mlp hidden widths, e.g. 100,50 (default 50)")
     t.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], default=None, help="mlp activation (default relu)")
     t.add_argument("--init", choices=["he", "xavier", "book"], default=None,
                    help="weight init: he (default for relu), xavier (default for sigmoid/tanh), book (std 0.01)")
     t.add_argument("--batchnorm", action="store_true", help="mlp: batch normalization after each hidden affine layer")
     t.add_argument("--dropout", type=_FRACTION, default=None, metavar="RATE",
                    help="dropout after each hidden activation, dropping with probability RATE "
-                        "(default 0 for mlp, 0.5 for deepconvnet as in the book)")
+                        f"(default {MODELS['mlp']['dropout']:g} for mlp, {MODELS['deepconvnet']['dropout']} "
+                        "for deepconvnet as in the book)")
     t.add_argument("--weight-decay", type=_NON_NEGATIVE, default=None, metavar="LAMBDA",
-                   help="L2 penalty 0.5*LAMBDA*sum(W**2) on the weights (default 0; 1e-3 for convnet)")
+                   help="L2 penalty 0.5*LAMBDA*sum(W**2) on the weights "
+                        f"(default {MODELS['mlp']['weight_decay']:g}; {MODELS['convnet']['weight_decay']:g} for convnet)")
     t.add_argument("--validation", type=_FRACTION, default=0.2, metavar="FRACTION",
-                   help="fraction of the training data held out for validation (default 0.2; 0 trains on all)")
-    t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd")
+                   help="fraction of the training data held out for validation (default %(default)s; 0 trains on all)")
+    t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd",
+                   help="the optax optimizer; momentum and nesterov with momentum 0.9 (default %(default)s)")
     t.add_argument("--lr", type=_positive(float, FLOAT32_MAX, " below 3.4e38 (float32)"), default=None,
-                   help="learning rate (default 0.1; 0.2 for convnet)")
+                   help=f"learning rate (default {MODELS['mlp']['lr']}; {MODELS['convnet']['lr']} for convnet)")
     t.add_argument("--schedule", choices=SCHEDULES, default=None,
                    help="learning rate over the run: constant, or cosine decay from --lr to 0 over all steps "
-                        "(default constant; cosine for convnet)")
-    t.add_argument("--batch-size", type=_positive(int), default=100)
-    t.add_argument("--epochs", type=_positive(int, MAX_EPOCHS, " below 2**31"), default=None,
-                   help="default 1000 for mlp, 300 for convnet, 50 for deepconvnet")
+                        f"(default {MODELS['mlp']['schedule']}; {MODELS['convnet']['schedule']} for convnet)")
+    t.add_argument("--batch-size", type=_positive(int), default=100, metavar="N",
+                   help="training samples per update (default %(default)s)")
+    t.add_argument("--epochs", type=_positive(int, MAX_EPOCHS, " below 2**31"), default=None, metavar="N",
+                   help="passes over the training data (default "
+                        + ", ".join(f"{m['epochs']} for {name}" for name, m in MODELS.items()) + ")")
     t.add_argument("--augment", choices=["affine", "none"], default="affine",
-                   help="random affine warps of half of each training batch (default affine)")
-    t.add_argument("--seed", type=_SEED, default=0, help="the splits, the initialisation and the shuffling")
-    t.add_argument("--out", type=_folder, default=None, help="run folder (default runs/<timestamp>)")
+                   help="random affine warps of half of each training batch (default %(default)s)")
+    t.add_argument("--seed", type=_SEED, default=0, metavar="N",
+                   help="the splits, the initialisation and the shuffling (default %(default)s)")
+    t.add_argument("--out", type=_folder, default=None, metavar="DIR", help="run folder (default runs/<timestamp>)")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    c = commands.add_parser("check", help="check every built-in backward pass against jax.vjp and finite differences")
-    c.add_argument("--layer", default=None, help="check only this node, layer or network (see --list)")
-    c.add_argument("--mode", choices=["fast", "full"], default="fast")
-    c.add_argument("--seed", type=_SEED, default=0)
+    c = commands.add_parser("check", help=COMMANDS["check"], formatter_class=raw,
+                            description="Check the hand-written backward pass of every built-in node, layer and "
+                                        "network\n(or of --layer) in float64 against jax.vjp and finite "
+                                        "differences;\nexit 1 on a failure.",
+                            epilog=f"examples:\n{_CHECK_EXAMPLES}")
+    c.add_argument("--layer", default=None, metavar="NAME",
+                   help="check only this node, layer or network (see --list; default: every one)")
+    c.add_argument("--mode", choices=["fast", "full"], default="fast",
+                   help="fast: finite differences along a few random directions of each parameter and of the "
+                        "input; full: at every entry (default %(default)s)")
+    c.add_argument("--seed", type=_SEED, default=0, metavar="N",
+                   help="the parameters, inputs and directions (default %(default)s)")
     c.add_argument("--list", action="store_true", help="list the names that --layer accepts")
     for command in (t, c):
         command.add_argument("--compile-cache", type=_cache_folder, default=default_cache(), metavar="DIR",
@@ -150,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
                                   "settings skips compiling them; 'none' to keep nothing "
                                   "(default $XDG_CACHE_HOME/pure_backprop/xla or ~/.cache/pure_backprop/xla)")
     return parser
+
+
+def _no_command(parser: argparse.ArgumentParser) -> str:
+    """What a bare ``pure-backprop`` prints: the usage, one line per command and where to start."""
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:{width}}  {text}" for name, text in COMMANDS.items()]
+    return "\n".join([parser.format_usage().rstrip(), "", "commands:", *lines, "", HINT])
 
 
 def default_cache() -> str:
@@ -212,8 +283,12 @@ def main(argv=None) -> int:
     interpreter shuts JAX down, so a late Ctrl-C cannot turn exit 130 into a traceback."""
     with _StopRequest(restore=argv is not None) as stop:
         try:
-            args = build_parser().parse_args(argv)
+            parser = build_parser()
+            args = parser.parse_args(argv)
             stop.check()
+            if args.command is None:
+                print(_no_command(parser), file=sys.stderr)
+                return EXIT_USAGE
             with compilation_cache(args.compile_cache):
                 if args.command == "train":
                     return train_command(args, stop)

@@ -353,7 +353,6 @@ CLI_ROWS = [
                  _finished_run, id="out-holds-a-run"),
     pytest.param(["check", "--layer", "nope"], r"--layer 'nope' is not a built-in case", None, id="check-layer"),
     pytest.param(["check", "--mode", "slow"], r"argument --mode: invalid choice: 'slow'", None, id="check-mode"),
-    pytest.param([], r"the following arguments are required: command", None, id="no-command"),
 ]
 
 
