@@ -105,3 +105,32 @@ def test_the_examples_keep_their_lines_and_parse():
     for line in examples:
         args = build_parser().parse_args(shlex.split(line)[1:])
         assert args.command in COMMANDS, line
+
+
+# --- the package -----------------------------------------------------------------------------
+
+
+def test_submodules_are_attributes_of_the_package_without_importing_jax_up_front():
+    code = """
+import sys, types
+import pure_backprop as pb
+from pure_backprop import cli
+names = dir(pb)
+assert 'jax' not in sys.modules, 'importing the package imported JAX'
+wanted = {'augment', 'cli', 'core', 'data', 'gradcheck', 'graphs', 'initializers', 'layers', 'network', 'nodes',
+          'perturb', 'registry', 'train'}
+assert wanted <= set(names), sorted(wanted - set(names))
+assert callable(pb.gradcheck.check) and callable(pb.network.mlp)
+for name in names:
+    if not name.startswith('_') and name not in pb.__all__:
+        assert isinstance(getattr(pb, name), types.ModuleType), name
+assert pb.Layer is pb.core.Layer
+try:
+    pb.no_such_module
+except AttributeError as e:
+    assert 'no_such_module' in str(e)
+else:
+    raise AssertionError('pb.no_such_module did not raise AttributeError')
+"""
+    result = _run("-c", code)
+    assert result.returncode == 0, result.stderr
