@@ -651,29 +651,49 @@ def _warm_plotting():
               io.BytesIO(), "warm-up")
 
 
+MARKED_EPOCHS = 20  # curves of at most this many epochs mark each epoch (a single epoch is a point)
+
+
 def _plot(history, path, title):
+    """Draw the loss (log scale) and the accuracy of each split per epoch into the PNG ``path``;
+    returns the figure."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # not pyplot: no GUI backend to import, no global figure state
+    from matplotlib.ticker import LogFormatter, MaxNLocator
+
+    class _PlainLog(LogFormatter):
+        """LogFormatter's choice of the ticks to label, written 0.01 or 2.17, not 10^-2 or
+        2.17x10^0 (a loss spanning less than a decade gets the latter, which ran off the figure)."""
+
+        def __call__(self, x, pos=None):
+            return f"{x:.3g}" if super().__call__(x, pos) else ""
 
     splits = [s for s in ("train", "val", "test") if f"{s}_accuracy" in history[0]]
     epochs = [h["epoch"] for h in history]
+    style = {"marker": "o", "markersize": 4} if len(epochs) <= MARKED_EPOCHS else {}
     fig = Figure(figsize=(10, 4.4))
     FigureCanvasAgg(fig)
     ax_loss, ax_acc = fig.subplots(1, 2)
     for split in splits:
-        ax_loss.plot(epochs, [h[f"{split}_loss"] for h in history], label=split)
+        ax_loss.plot(epochs, [h[f"{split}_loss"] for h in history], label=split, **style)
         values = [h[f"{split}_accuracy"] for h in history]
-        ax_acc.plot(epochs, values, label=f"{split} (last {values[-1]:.4f})")
+        ax_acc.plot(epochs, values, label=f"{split} (last {values[-1]:.4f})", **style)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log", title="loss")
+    ax_loss.yaxis.set_major_formatter(_PlainLog())
+    ax_loss.yaxis.set_minor_formatter(_PlainLog(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
     # zoom on where the accuracies settle: the first tenth of the epochs may run off the bottom
     settled = [h[f"{s}_accuracy"] for h in history[len(history) // 10:] for s in splits]
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(max(0.0, min(settled) - 0.01), 1.0025))
     for ax in (ax_loss, ax_acc):
+        # whole epochs, even in a run of one; otherwise the ticks of matplotlib's default (AutoLocator)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins="auto", steps=[1, 2, 2.5, 5, 10], integer=True, min_n_ticks=1))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.84, wspace=0.22)  # fixed: tight_layout drew twice
+    # fixed margins (tight_layout drew twice); the left one fits a loss label as wide as 0.0001
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.84, wspace=0.22)
     fig.savefig(path, format="png", dpi=100)
+    return fig
 
 
 # --- check ---------------------------------------------------------------------------------

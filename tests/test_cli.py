@@ -4,6 +4,8 @@ shows examples that parse, submodules reachable as attributes without importing 
 training curves readable for runs of any length."""
 
 import argparse
+import io
+import math
 import shlex
 import subprocess
 import sys
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import pure_backprop
-from pure_backprop.cli import COMMANDS, HINT, MODELS, build_parser, main
+from pure_backprop.cli import COMMANDS, HINT, MODELS, _plot, build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,3 +136,39 @@ else:
 """
     result = _run("-c", code)
     assert result.returncode == 0, result.stderr
+
+
+# --- curves ----------------------------------------------------------------------------------
+
+
+def _history(epochs, low=0.01):
+    return [{"epoch": e, **{f"{s}_loss": 2.2 * (low / 2.2) ** (e / epochs) * (1 + k / 10) for k, s in
+                            enumerate(("train", "val", "test"))},
+             **{f"{s}_accuracy": 0.9 - k / 50 - 0.5 * math.exp(-5 * e / epochs) for k, s in
+                enumerate(("train", "val", "test"))}} for e in range(1, epochs + 1)]
+
+
+@pytest.mark.parametrize("epochs,marked", [(1, True), (3, True), (20, True), (21, False), (1000, False)])
+def test_curves_of_few_epochs_mark_each_epoch(epochs, marked):
+    fig = _plot(_history(epochs), io.BytesIO(), "title")
+    lines = [line for ax in fig.axes for line in ax.get_lines()]
+    assert len(lines) == 6
+    assert all((line.get_marker() not in (None, "None", "")) == marked for line in lines)
+
+
+@pytest.mark.parametrize("epochs,low", [(1, 0.01), (2, 0.9), (7, 0.01), (300, 1e-5), (1000, 0.01)])
+def test_curves_have_whole_epoch_ticks_and_labels_inside_the_figure(epochs, low):
+    fig = _plot(_history(epochs, low), io.BytesIO(), "title")
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+        drawn = ax.get_tightbbox(renderer)  # the axes with its tick labels, axis labels and title
+        assert fig.bbox.x0 <= drawn.x0 and drawn.x1 <= fig.bbox.x1 and fig.bbox.y0 <= drawn.y0, \
+            f"{ax.get_title()}: {drawn} is cut off by the figure's edge {fig.bbox}"
+    ax_loss = fig.axes[0]
+    lo, hi = ax_loss.get_ylim()
+    labels = [t.get_text() for t in ax_loss.get_yticklabels(which="both") if lo <= t.get_position()[1] <= hi]
+    labels = [t for t in labels if t]
+    assert labels and all(float(t.replace("\N{MINUS SIGN}", "-")) > 0 for t in labels), labels  # 0.01, not 10^-2
