@@ -9,6 +9,7 @@ import math
 import shlex
 import subprocess
 import sys
+import importlib.metadata
 import tomllib
 from pathlib import Path
 
@@ -27,9 +28,12 @@ def _run(*args):
 # --- version and entry points ----------------------------------------------------------------
 
 
-def test_the_package_version_is_the_one_in_pyproject():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert pure_backprop.__version__ == project["version"]
+def test_the_installed_version_is_the_package_version():
+    """pyproject.toml reads the version from ``pure_backprop.__version__`` (one place)."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" in config["project"]["dynamic"] and "version" not in config["project"]
+    assert config["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "pure_backprop.__version__"}
+    assert importlib.metadata.version("pure-backprop") == pure_backprop.__version__
 
 
 def test_version_option_prints_the_package_version(capsys):
