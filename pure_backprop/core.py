@@ -3,13 +3,17 @@
 A ``Layer`` is a NamedTuple ``(init, forward, backward)``, in the spirit of stax's
 ``(init_fun, apply_fun)`` and of the ``fwd``/``bwd`` pair of ``jax.custom_vjp``::
 
-    params, out_shape = layer.init(key, in_shape)        # in_shape includes the batch axis
+    params, out_shape = layer.init(key, in_shape, dtype=float32)   # in_shape includes the batch axis
     y, residuals      = layer.forward(params, x)
     grads, dx         = layer.backward(params, residuals, dy)
 
-``grads`` has the pytree structure of ``params`` and ``dx`` that of ``x``. Parameter-free
-layers have ``params == ()`` and ``grads == ()``. Every function is pure: no state is
-kept between calls, so all three work under ``jax.jit`` and ``jax.vmap``.
+``grads`` has the pytree structure of ``params`` and ``dx`` that of ``x``. ``dtype`` is the
+floating dtype of the parameters (float64 under ``jax_enable_x64`` for the gradient checker, or
+to compare with ``jax.grad`` in float64); ``serial``, ``lift`` and ``freeze`` pass it to every
+layer, so ``mlp(...).init(key, in_shape, jnp.float64)`` is a float64 network. Parameter-free
+layers have ``params == ()`` and ``grads == ()``, and accept ``dtype`` and ignore it. Every
+function is pure: no state is kept between calls, so all three work under ``jax.jit`` and
+``jax.vmap``.
 
 A ``Loss`` is the pair ``(forward, backward)`` for the last node of a network, the one
 that also needs targets (labels)::
@@ -28,14 +32,15 @@ Batch normalization keeps running averages (state) and dropout draws a mask (ran
 They get them through a second protocol, and only they do: a stateless layer stays the
 three functions above, with no argument it does not use. A ``StatefulLayer`` is::
 
-    params, state, out_shape  = layer.init(key, in_shape)
+    params, state, out_shape  = layer.init(key, in_shape, dtype=float32)
     y, new_state, residuals   = layer.forward(params, state, x, key, train)
     grads, dx                 = layer.backward(params, residuals, dy)     # as for Layer
 
-* ``state`` is a pytree parallel to ``params`` (``()`` where a layer keeps none). It never
-  gets a gradient, and it is never mutated: the forward returns the new running averages
-  as new values, which the caller threads into the next call (haiku's
-  ``transform_with_state``: ``apply(params, state, key, x) -> (y, state)``).
+* ``state`` is a pytree parallel to ``params`` (``()`` where a layer keeps none), its floating
+  entries in ``dtype`` like the params (batch norm's running averages). It never gets a
+  gradient, and it is never mutated: the forward returns the new running averages as new
+  values, which the caller threads into the next call (haiku's ``transform_with_state``:
+  ``apply(params, state, key, x) -> (y, state)``).
 * ``key`` is a ``jax.random`` key or ``None``; a layer that needs one and gets ``None``
   raises. ``serial`` splits it into one key per layer, ``jax.random.split(key, n)[i]`` for
   layer ``i``, so each dropout draws its own mask and the same key gives the same masks.
@@ -63,6 +68,7 @@ unlike the book's check that drew a new mask at every evaluation).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -70,10 +76,10 @@ import jax.numpy as jnp
 
 
 class Layer(NamedTuple):
-    """Three pure functions: ``init(key, in_shape)``, ``forward(params, x)``,
-    ``backward(params, residuals, dy)``."""
+    """Three pure functions: ``init(key, in_shape, dtype=float32) -> (params, out_shape)``,
+    ``forward(params, x)``, ``backward(params, residuals, dy)``."""
 
-    init: Callable[[jax.Array, Any], tuple[Any, Any]]
+    init: Callable[..., tuple[Any, Any]]
     forward: Callable[[Any, Any], tuple[Any, Any]]
     backward: Callable[[Any, Any, Any], tuple[Any, Any]]
 
@@ -87,25 +93,26 @@ class Loss(NamedTuple):
 
 
 class StatefulLayer(NamedTuple):
-    """A layer with state and/or randomness: ``init(key, in_shape) -> (params, state, out_shape)``,
+    """A layer with state and/or randomness:
+    ``init(key, in_shape, dtype=float32) -> (params, state, out_shape)``,
     ``forward(params, state, x, key, train) -> (y, new_state, residuals)``,
     ``backward(params, residuals, dy) -> (grads, dx)``. See the module docstring."""
 
-    init: Callable[[jax.Array, Any], tuple[Any, Any, Any]]
+    init: Callable[..., tuple[Any, Any, Any]]
     forward: Callable[[Any, Any, Any, Any, bool], tuple[Any, Any, Any]]
     backward: Callable[[Any, Any, Any], tuple[Any, Any]]
 
 
 def lift(layer: Layer | StatefulLayer) -> StatefulLayer:
-    """A ``Layer`` as a ``StatefulLayer`` with state ``()`` that ignores ``key`` and ``train``;
-    a ``StatefulLayer`` is returned as it is."""
+    """A ``Layer`` as a ``StatefulLayer`` with state ``()`` that ignores ``key`` and ``train``
+    (its ``init`` passes ``dtype`` on); a ``StatefulLayer`` is returned as it is."""
     if isinstance(layer, StatefulLayer):
         return layer
     if not isinstance(layer, Layer):
         raise TypeError(f"lift: expected a Layer or StatefulLayer, got {type(layer).__name__}")
 
-    def init(key, in_shape):
-        params, out_shape = layer.init(key, in_shape)
+    def init(key, in_shape, dtype=jnp.float32):
+        params, out_shape = _init_layer("lift", layer, key, in_shape, dtype)
         return params, (), out_shape
 
     def forward(params, state, x, key, train):
@@ -118,14 +125,15 @@ def lift(layer: Layer | StatefulLayer) -> StatefulLayer:
 
 def freeze(layer: Layer | StatefulLayer, state=(), key=None, train: bool = True) -> Layer:
     """The ``Layer`` ``(params, x) -> y`` of a ``StatefulLayer`` with ``state``, ``key`` and
-    ``train`` held fixed; the new state is dropped. Its ``init`` returns ``(params, out_shape)``."""
+    ``train`` held fixed; the new state is dropped. Its ``init(key, in_shape, dtype=float32)``
+    returns ``(params, out_shape)``."""
     if isinstance(layer, Layer):
         return layer
     stateful = lift(layer)
     check_train(train, "freeze")
 
-    def init(k, in_shape):
-        params, _, out_shape = stateful.init(k, in_shape)
+    def init(k, in_shape, dtype=jnp.float32):
+        params, _, out_shape = _init_layer("freeze", stateful, k, in_shape, dtype)
         return params, out_shape
 
     def forward(params, x):
@@ -144,10 +152,25 @@ def check_train(train, where: str):
         )
 
 
-def no_params(key, in_shape):
-    """``init`` of a parameter-free, shape-preserving layer."""
-    del key
+def no_params(key, in_shape, dtype=jnp.float32):
+    """``init`` of a parameter-free, shape-preserving layer (``dtype`` has nothing to set)."""
+    del key, dtype
     return (), in_shape
+
+
+def _init_layer(where: str, layer: Layer | StatefulLayer, key, in_shape, dtype):
+    """``layer.init(key, in_shape, dtype)`` for a combinator. A layer written before ``init``
+    took a ``dtype``, ``init(key, in_shape)``, is called without it for the default float32,
+    and refused (``TypeError``) for any other dtype, which it would silently ignore."""
+    try:
+        inspect.signature(layer.init).bind(key, in_shape, dtype)
+    except TypeError:
+        if jnp.dtype(dtype) != jnp.float32:
+            raise TypeError(f"{where}: the layer's init(key, in_shape) takes no dtype, so it cannot build "
+                            f"{jnp.dtype(dtype)} parameters; give it a dtype=jnp.float32 argument and pass "
+                            f"it to its initializers") from None
+        return layer.init(key, in_shape)
+    return layer.init(key, in_shape, dtype)
 
 
 def serial(*layers: Layer | StatefulLayer) -> Layer | StatefulLayer:
@@ -158,6 +181,7 @@ def serial(*layers: Layer | StatefulLayer) -> Layer | StatefulLayer:
     run from the last layer to the first; ``grads`` is a tuple with one entry per layer.
     Shape errors raised inside a layer are re-raised naming its position in the network.
 
+    ``init(key, in_shape, dtype=float32)`` passes ``dtype`` to every layer's ``init``.
     If any layer is a ``StatefulLayer``, every layer is lifted (``lift``) and the network is
     a ``StatefulLayer`` whose ``state`` is a tuple with one entry per layer and whose ``key``
     is split into one key per layer (``jax.random.split(key, len(layers))[i]``).
@@ -168,13 +192,13 @@ def serial(*layers: Layer | StatefulLayer) -> Layer | StatefulLayer:
         if not isinstance(layer, (Layer, StatefulLayer)):
             raise TypeError(f"serial: argument {i} is a {type(layer).__name__}, not a Layer or StatefulLayer")
     if any(isinstance(layer, StatefulLayer) for layer in layers):
-        return _serial_stateful(tuple(lift(layer) for layer in layers))
+        return _serial_stateful(layers)
 
-    def init(key, in_shape):
+    def init(key, in_shape, dtype=jnp.float32):
         params, shape = [], in_shape
         for i, (layer, k) in enumerate(zip(layers, jax.random.split(key, len(layers)))):
             with _located(i):
-                p, shape = layer.init(k, shape)
+                p, shape = _init_layer(f"serial layer {i}", layer, k, shape, dtype)
             params.append(p)
         return tuple(params), shape
 
@@ -202,12 +226,15 @@ def _serial_backward(layers):
     return backward
 
 
-def _serial_stateful(layers: tuple[StatefulLayer, ...]) -> StatefulLayer:
-    def init(key, in_shape):
+def _serial_stateful(originals: tuple[Layer | StatefulLayer, ...]) -> StatefulLayer:
+    layers = tuple(lift(layer) for layer in originals)
+
+    def init(key, in_shape, dtype=jnp.float32):
         params, state, shape = [], [], in_shape
-        for i, (layer, k) in enumerate(zip(layers, jax.random.split(key, len(layers)))):
-            with _located(i):
-                p, s, shape = layer.init(k, shape)
+        for i, (layer, k) in enumerate(zip(originals, jax.random.split(key, len(layers)))):
+            with _located(i):  # the layer itself, not its lift: an error names the serial's position
+                out = _init_layer(f"serial layer {i}", layer, k, shape, dtype)
+            p, s, shape = out if isinstance(layer, StatefulLayer) else (out[0], (), out[1])
             params.append(p)
             state.append(s)
         return tuple(params), tuple(state), shape
@@ -255,8 +282,8 @@ def with_targets(loss: Loss, targets) -> Layer:
     Its ``dy`` is the scalar ``dloss`` (1.0 to start backpropagation) and its params are ``()``.
     """
 
-    def init(key, in_shape):
-        del key
+    def init(key, in_shape, dtype=jnp.float32):
+        del key, in_shape, dtype
         return (), ()
 
     def forward(params, scores):

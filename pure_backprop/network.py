@@ -1,5 +1,9 @@
 """Networks built from the layers: the book's ``MultiLayerNet`` and ``MultiLayerNetExtend``
-(chapter 6), ``SimpleConvNet`` (chapter 7) and a ``DeepConvNet`` (chapter 8), each one ``serial`` stack."""
+(chapter 6), ``SimpleConvNet`` (chapter 7) and a ``DeepConvNet`` (chapter 8), each one ``serial`` stack.
+
+Each is initialized like any layer, ``net.init(key, in_shape, dtype=jnp.float32)``: ``jnp.float64``
+(under ``jax_enable_x64``) gives float64 parameters and state, for the gradient checker or a
+comparison with ``jax.grad``."""
 
 from __future__ import annotations
 

@@ -268,6 +268,16 @@ def test_conv_nets_init_to_the_documented_shapes(name, net, reference, in_shape,
     assert [leaf.shape for leaf in jax.tree_util.tree_leaves(params)] == weights
 
 
+@pytest.mark.parametrize("name,net,reference,in_shape,weights", NETWORKS[1:3], ids=[n[0] for n in NETWORKS[1:3]])
+def test_conv_nets_init_in_the_dtype_asked_for_float32_by_default(name, net, reference, in_shape, weights):
+    shape = (-1,) + in_shape[1:]
+    for args, dtype in [((), jnp.float32), ((jnp.float64,), jnp.float64), ((jnp.float32,), jnp.float32)]:
+        out = jax.eval_shape(lambda k: net.init(k, shape, *args)[:-1], jax.random.PRNGKey(0))  # abstract: no draws
+        assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(out)} == {jnp.dtype(dtype)}
+    params = jax.eval_shape(lambda k: net.init(k, shape, dtype=jnp.float64)[0], jax.random.PRNGKey(0))
+    assert [leaf.shape for leaf in jax.tree_util.tree_leaves(params)] == weights
+
+
 @pytest.mark.parametrize("name,net,reference,in_shape,weights", NETWORKS, ids=[n[0] for n in NETWORKS])
 def test_conv_net_training_steps_match_jax_grad_of_the_reference(name, net, reference, in_shape, weights):
     """Three SGD steps in float64: the hand step (``make_train_step``: hand backward) and the

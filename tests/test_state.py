@@ -60,6 +60,61 @@ def test_train_must_be_a_python_bool_and_dropout_needs_a_key():
     assert jax.tree_util.tree_all(jax.tree_util.tree_map(lambda a, b: bool(jnp.all(a == b)), new_state, state))
 
 
+def _dtypes(tree):
+    return {a.dtype for a in jax.tree_util.tree_leaves(tree)}
+
+
+def test_stateless_and_stateful_networks_init_in_the_dtype_asked_for():
+    """``init(key, in_shape, dtype=float32)`` through every combinator: float64 networks for
+    the gradient checker and for comparisons with ``jax.grad``, float32 by default."""
+    cases = [
+        (mlp((5,), 3, batchnorm=True, drop_rate=0.1), (-1, 4)),    # serial of stateful layers
+        (mlp((5,), 3), (-1, 4)),                                   # a stateless serial
+        (serial(affine(3), relu), (-1, 4)),
+        (serial(batch_norm(), serial(affine(3), dropout(0.5))), (-1, 4)),  # nested
+        (lift(affine(3)), (-1, 4)),
+        (freeze(batch_norm(), key=None, train=True), (-1, 4)),
+        (freeze(serial(affine(3), batch_norm())), (-1, 4)),
+    ]
+    for layer, in_shape in cases:
+        for dtype in (jnp.float64, jnp.float32):
+            *trees, out_shape = layer.init(KEY, in_shape, dtype=dtype)
+            assert _dtypes(trees) == {jnp.dtype(dtype)}, (layer, dtype)
+            assert out_shape == layer.init(KEY, in_shape)[-1]
+        *trees, _ = layer.init(KEY, in_shape)
+        assert _dtypes(trees) == {jnp.dtype(jnp.float32)}
+    params, state, _ = NET.init(KEY, (-1, 5), jnp.float64)  # positional too
+    assert state[1]["mean"].dtype == state[1]["var"].dtype == params[1]["gamma"].dtype == jnp.float64
+
+
+def test_parameter_free_layers_accept_a_dtype_and_ignore_it():
+    from pure_backprop import nodes
+    from pure_backprop.core import no_params, with_targets
+    from pure_backprop.layers import avg_pool2d, flatten, max_pool2d, sigmoid, tanh
+    for layer, in_shape, out_shape in [
+        (relu, (-1, 4), (-1, 4)), (sigmoid, (-1, 4), (-1, 4)), (tanh, (-1, 4), (-1, 4)),
+        (flatten, (-1, 2, 3), (-1, 6)), (max_pool2d(2), (-1, 1, 4, 4), (-1, 1, 2, 2)),
+        (avg_pool2d(2), (-1, 1, 4, 4), (-1, 1, 2, 2)), (nodes.exp, (3,), (3,)), (nodes.negate, (3,), (3,)),
+        (nodes.add, ((3,), (3,)), (3,)), (nodes.multiply, ((3, 2), (3, 1)), (3, 2)),
+        (nodes.sum(axis=1), (3, 2), (3,)), (nodes.matmul, ((3, 2), (2, 4)), (3, 4)),
+        (nodes.bias_add, ((3, 2), (2,)), (3, 2)), (with_targets(mse, jnp.zeros((3, 2))), (3, 2), ()),
+    ]:
+        assert layer.init(KEY, in_shape, jnp.float64) == layer.init(KEY, in_shape, dtype=jnp.float16) == ((), out_shape)
+    assert dropout(0.5).init(KEY, (-1, 4), dtype=jnp.float64) == ((), (), (-1, 4))
+    assert no_params(KEY, (2, 3), jnp.float64) == ((), (2, 3))
+
+
+def test_a_layer_whose_init_takes_no_dtype_still_builds_float32_networks_and_says_why_not_float64():
+    old = _counting_scale()  # init(key, in_shape), as written before the dtype argument
+    legacy = Layer(lambda key, in_shape: ((), in_shape), relu.forward, relu.backward)
+    for layer, where in [(serial(affine(2), old), "serial layer 1"), (serial(legacy, affine(2)), "serial layer 0"),
+                         (lift(legacy), "lift"), (freeze(old), "freeze")]:
+        assert layer.init(KEY, (-1, 3))[-1] == layer.init(KEY, (-1, 3), jnp.float32)[-1]  # called without it
+        with pytest.raises(TypeError, match=rf"^{where}: the layer's init\(key, in_shape\) takes no dtype, so it "
+                                            r"cannot build float64 parameters; give it a dtype=jnp.float32 argument"):
+            layer.init(KEY, (-1, 3), jnp.float64)
+
+
 @pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5, True, "0.5", float("nan")])
 def test_dropout_rate_is_validated(rate):
     with pytest.raises(ValueError, match=r"dropout: drop_rate must be a float in \[0, 1\)"):

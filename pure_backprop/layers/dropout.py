@@ -38,8 +38,8 @@ def dropout(drop_rate: float) -> StatefulLayer:
         raise ValueError(f"dropout: drop_rate must be a float in [0, 1) (the probability of dropping), got {drop_rate!r}")
     keep = 1.0 - float(drop_rate)
 
-    def init(key, in_shape):
-        del key
+    def init(key, in_shape, dtype=jnp.float32):
+        del key, dtype  # no params, no state: nothing to set in dtype
         return (), (), in_shape
 
     def forward(params, state, x, key, train):

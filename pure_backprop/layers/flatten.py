@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import math
 
+import jax.numpy as jnp
+
 from ..checks import require_rank
 from ..core import Layer
 
 
-def init(key, in_shape):
-    del key
+def init(key, in_shape, dtype=jnp.float32):
+    del key, dtype  # no params
     if len(in_shape) < 2:
         raise ValueError(f"flatten: in_shape must be (batch, features...), got {tuple(in_shape)}")
     return (), (in_shape[0], math.prod(in_shape[1:]))

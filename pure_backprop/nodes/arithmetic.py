@@ -48,8 +48,8 @@ def _pair_shape(name, shape_a, shape_b, allow_size1=False):
 
 
 def _pair_init(name, allow_size1=False):
-    def init(key, in_shape):
-        del key
+    def init(key, in_shape, dtype=jnp.float32):
+        del key, dtype  # no params
         return (), _pair_shape(name, *in_shape, allow_size1=allow_size1)
 
     return init

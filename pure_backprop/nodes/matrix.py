@@ -63,5 +63,5 @@ def _bias_backward(params, residuals, dY):
     return (), (dY, jnp.sum(dY, axis=0))
 
 
-matmul = Layer(lambda key, s: ((), _matmul_shape(*s)), _matmul_forward, _matmul_backward)
-bias_add = Layer(lambda key, s: ((), _bias_shape(*s)), _bias_forward, _bias_backward)
+matmul = Layer(lambda key, s, dtype=jnp.float32: ((), _matmul_shape(*s)), _matmul_forward, _matmul_backward)
+bias_add = Layer(lambda key, s, dtype=jnp.float32: ((), _bias_shape(*s)), _bias_forward, _bias_backward)

@@ -20,8 +20,8 @@ from ..core import Layer
 def sum(axis: int | None = None, keepdims: bool = False) -> Layer:  # noqa: A001 (the node's name)
     """A node summing along ``axis`` (all axes when ``None``)."""
 
-    def init(key, in_shape):
-        del key
+    def init(key, in_shape, dtype=jnp.float32):
+        del key, dtype  # no params
         shape = tuple(in_shape)
         axes = range(len(shape)) if axis is None else [axis % len(shape)]
         out = tuple(1 if i in axes else n for i, n in enumerate(shape) if keepdims or i not in axes)
