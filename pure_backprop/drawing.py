@@ -437,11 +437,10 @@ def draw(graph: Graph, values: Values | None = None, *, max_width: float | None 
     ``values`` defaults to ``evaluate(graph)``. The figure is sized to the graph (lengths in
     inches, text in points), for a documentation page; a graph wider than ``max_width`` inches
     is cut into bands, one below the other, the edges between them running back underneath
-    (``None``: one band). Save it with ``fig.savefig(path)``. It is made without pyplot, so
-    ``plt.show()`` does not show it: return it from a notebook cell, or ``display(fig)``.
+    (``None``: one band). Save it with ``fig.savefig(path)``. It is made without pyplot (no
+    global figure is kept, and ``plt.show()`` does not show it); a notebook shows it when a cell
+    returns it, or with ``display(fig)``.
     """
-    from matplotlib.figure import Figure
-
     if not isinstance(graph, Graph):
         raise TypeError(f"draw: expected a drawing.Graph, got {type(graph).__name__}")
     if values is None:
@@ -482,13 +481,30 @@ def draw(graph: Graph, values: Values | None = None, *, max_width: float | None 
 
     x_lo, x_hi, y_lo, y_hi = _extent(artists)
     margin = 0.1
-    fig = Figure(figsize=(x_hi - x_lo + 2 * margin, y_hi - y_lo + 2 * margin), dpi=dpi)
+    fig = _figure_class()(figsize=(x_hi - x_lo + 2 * margin, y_hi - y_lo + 2 * margin), dpi=dpi)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(x_lo - margin, x_hi + margin)
     ax.set_ylim(y_lo - margin, y_hi + margin)
     ax.set_axis_off()
     _render(ax, artists)
     return fig
+
+
+def _figure_class():
+    """A matplotlib ``Figure`` that a notebook displays as a PNG (sharp on high-resolution
+    screens), whether or not pyplot's inline backend is set up."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    class GraphFigure(Figure):
+        def _repr_png_(self):
+            buffer = io.BytesIO()
+            self.savefig(buffer, format="png", dpi=2 * self.dpi)
+            width, height = self.get_size_inches() * self.dpi
+            return buffer.getvalue(), {"width": round(width), "height": round(height)}
+
+    return GraphFigure
 
 
 def _layout_graph(graph: Graph, values: Values):

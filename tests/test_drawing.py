@@ -238,3 +238,10 @@ def test_a_wide_graph_is_cut_into_bands():
     assert one_band.get_size_inches()[0] > 14 and bands.get_size_inches()[0] < 11
     assert bands.get_size_inches()[1] > one_band.get_size_inches()[1]
     assert sorted(_texts(one_band)) == sorted(_texts(bands))
+
+
+def test_a_notebook_shows_the_figure_as_a_png():
+    fig = drawing.draw(drawing.sigmoid_graph())
+    data, size = fig._repr_png_()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert size["width"] == round(fig.get_size_inches()[0] * fig.dpi)
