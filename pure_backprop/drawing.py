@@ -42,7 +42,7 @@ and ``softmax_cross_entropy_graph(scores, target)`` (the nodes of
 Node labels are derived from the node (``x`` for ``nodes.multiply``, ``+1`` for
 ``nodes.add_constant(1.0)``, ``sum`` for ``nodes.sum(...)``); ``step(..., label="x t")``
 overrides them, and a node this module does not know is labelled by its forward function's
-name.
+name (or, where that is just ``forward``, its module's: ``sigmoid`` for ``layers.sigmoid``).
 """
 
 from __future__ import annotations
@@ -86,6 +86,9 @@ class Step(NamedTuple):
 def step(output: str, node: Layer, *inputs: str, label: str | None = None) -> Step:
     """``output = node(*inputs)``: one input is passed to ``node.forward`` as ``x``, several as a tuple.
 
+    ``node`` is a parameter-free ``Layer`` (its params are ``()``): a node of
+    ``pure_backprop.nodes``, or a layer such as ``layers.sigmoid`` drawn as a single node.
+
     ``label`` (the text in the node's circle) defaults to the node's operation: ``x``, ``+``,
     ``exp``, ``+1`` for ``nodes.add_constant(1.0)``, ``sum``, ...
     """
@@ -117,8 +120,10 @@ def _label_of(node: Layer) -> str:
         return sign + (format_value(c) if np.ndim(c) == 0 else "c")
     if factory == "sum":
         return "sum"
-    name = getattr(forward, "__name__", "node").strip("_")
-    return name.removesuffix("_forward").removeprefix("forward_") or "node"
+    name = getattr(forward, "__name__", "").strip("_").removesuffix("_forward")
+    if name in ("", "forward", "<lambda>"):
+        name = getattr(forward, "__module__", None) or "node"
+    return name.rsplit(".", 1)[-1]
 
 
 @dataclasses.dataclass(frozen=True)

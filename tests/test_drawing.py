@@ -12,6 +12,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from pure_backprop import drawing, graphs, nodes
+from pure_backprop.layers import sigmoid
 
 matplotlib.use("Agg")
 
@@ -124,6 +125,7 @@ def test_constant_nodes_are_labelled_by_their_constant():
     assert drawing.step("y", nodes.multiply_constant(jnp.ones(3)), "x").label == "\u00d7c"
     assert drawing.step("y", nodes.sum(axis=0), "x").label == "sum"
     assert drawing.step("y", nodes.exp, "x", label="e^x").label == "e^x"
+    assert drawing.step("y", sigmoid, "x").label == "sigmoid"  # a layer, named by its module
 
 
 def test_the_graph_is_not_changed_and_steps_may_come_in_any_order():
