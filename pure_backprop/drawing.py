@@ -33,7 +33,7 @@ dot carries the summed gradient, each edge after it carries its own share (red, 
 Edges that skip columns are routed around the nodes between. Values are written compactly:
 ``220``, ``2.2``, ``0.269``, small arrays as ``[0.09 0.24 0.67]``, larger ones as their shape.
 
-Ready-made graphs of the seed note's worked examples: ``apple_graph()`` (the book's figure
+Ready-made graphs of chapter 5's worked examples: ``apple_graph()`` (the book's figure
 5-16), ``apple_orange_graph()`` (figure 5-17), ``sigmoid_graph(x)`` (figures 5-19 and 5-20:
 ``-x``, ``exp``, ``+1``, ``1/x``), ``affine_graph(x, W, b)`` (``dot`` then ``+``, figure 5-25)
 and ``softmax_cross_entropy_graph(scores, target)`` (the nodes of
@@ -275,7 +275,7 @@ class _in_step:
 
 
 # ---------------------------------------------------------------------------------------------
-# The seed note's worked examples
+# Chapter 5's worked examples
 # ---------------------------------------------------------------------------------------------
 
 

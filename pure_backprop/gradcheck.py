@@ -1,6 +1,6 @@
 r"""A gradient checker: the hand-written backward against ``jax.vjp`` and finite differences.
 
-The seed note ends with "numerical differentiation becomes the tool that verifies backprop";
+Chapter 5 of the book ends with "numerical differentiation becomes the tool that verifies backprop";
 this module is that tool. For a layer (built-in or your own), its params and an input::
 
     report = gradcheck.check(layer, params, x, mode="fast")   # or mode="full"

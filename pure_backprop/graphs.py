@@ -1,4 +1,4 @@
-r"""The seed note's two worked graphs, composed from the nodes in ``pure_backprop.nodes``.
+r"""Chapter 5's two worked graphs, composed from the nodes in ``pure_backprop.nodes``.
 
 They exist to be read and checked: the closed forms in ``layers/sigmoid.py`` and
 ``layers/softmax_cross_entropy.py`` are what these graphs collapse to, and the tests show
@@ -10,7 +10,7 @@ Sigmoid as four nodes, a plain chain, so it is ``serial`` of the nodes::
 
 Softmax with cross-entropy as seven nodes (plus the batch mean folded into the last
 constant). ``x1 = exp(x)`` feeds two nodes, the sum and the division, so its gradient
-is the *sum* of the two that come back, exactly the step the note warns about::
+is the *sum* of the two that come back, exactly the step the book warns about::
 
     x1 = exp(x)                        # fan-out: used by the sum and the multiply
     x2 = sum(x1, axis=1)               # (N, 1)

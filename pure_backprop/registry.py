@@ -298,7 +298,7 @@ CASES: tuple[Case, ...] = (
     Case("log", "node", _unary(nodes.log, positive), ((3,), (4, 5))),
     Case("sum", "node", _unary(nodes.sum()), ((3,), (4, 5))),
     Case("sum_rows", "node", _unary(nodes.sum(axis=1, keepdims=True)), ((4, 5), (2, 3))),
-    # the note's composed graphs
+    # chapter 5's composed graphs
     Case("sigmoid_graph", "graph", lambda k, s: (graphs.sigmoid_graph, ((),) * 4, normal(k, s), None), ((3,), (4, 5))),
     Case("softmax_cross_entropy_graph", "graph", _loss(graphs.softmax_cross_entropy_graph, soft_targets), ((2, 3), (5, 10))),
     # layers

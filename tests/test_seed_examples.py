@@ -1,4 +1,4 @@
-"""The seed note's worked examples, executed."""
+"""Chapter 5's worked examples, executed."""
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +20,7 @@ def test_apple_shopping_graph():
 
 
 def test_vector_product_of_the_note():
-    # The note writes [1, 2, 3] . [4, 5, 8] = 32; the sum is 1*4 + 2*5 + 3*8 = 38 (32 is [4, 5, 6]).
+    # A study note of chapter 5 writes [1, 2, 3] . [4, 5, 8] = 32; the sum is 1*4 + 2*5 + 3*8 = 38 (32 is [4, 5, 6]).
     for w, expected in (([4.0, 5.0, 8.0], 38.0), ([4.0, 5.0, 6.0], 32.0)):
         x, W = jnp.array([[1.0, 2.0, 3.0]]), jnp.array(w)[:, None]
         y, residuals = nodes.matmul.forward((), (x, W))

@@ -1,4 +1,4 @@
-r"""Affine layer: the weighted sum of the seed note, ``y = x W + b``.
+r"""Affine layer: the weighted sum of chapter 5, ``y = x W + b``.
 
 Forward (``x`` of shape ``(N, d1, d2, ...)`` is flattened to ``(N, D)`` as in the book)::
 

@@ -1,6 +1,6 @@
 r"""Sigmoid: ``y = 1 / (1 + exp(-x))``.
 
-The seed note builds it from four graph nodes and walks back through them
+Chapter 5 builds it from four graph nodes and walks back through them
 (see ``pure_backprop.graphs.sigmoid_graph``)::
 
     x1 = -x           dx  = -dx1

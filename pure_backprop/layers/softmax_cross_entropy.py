@@ -6,7 +6,7 @@ shape ``(N, C)``, or integer labels of shape ``(N,)`` turned into one-hot rows):
     p = softmax(x) = exp(x) / sum(exp(x), axis=1)
     L = -sum(t * log(p)) / N
 
-Backward: the seed note walks seven graph nodes (exp, sum, 1/x, multiply, log,
+Backward: chapter 5 walks seven graph nodes (exp, sum, 1/x, multiply, log,
 multiply by t, sum, times -1; see ``pure_backprop.graphs.softmax_cross_entropy_graph``).
 For one row ``n``, with ``s_n = sum_c t_nc`` (the row's total target mass)::
 
@@ -20,7 +20,7 @@ so, with ``s = sum(t, axis=1, keepdims=True)``::
 
     dx = dL * (p * s - t) / N
 
-which is the note's ``(p - t) / N`` exactly when every row sums to 1 (labels, one-hot and
+which is the book's ``(p - t) / N`` exactly when every row sums to 1 (labels, one-hot and
 probability rows). Rows that do not (all-zero rows, multi-hot rows, counts, unnormalised
 label smoothing) need the ``p * s`` term: ``(p - t) / N`` would be wrong there. An all-zero
 row contributes nothing to the loss and gets a zero gradient.

@@ -1,11 +1,11 @@
 r"""Arithmetic nodes of the computational graph: add, multiply, negate, and their
 constant forms. Two-input nodes take ``x = (a, b)`` and return ``dx = (da, db)``.
 
-Add (the note's "addition passes the gradient straight through")::
+Add (the book's "addition passes the gradient straight through")::
 
     y = a + b             da = dy,  db = dy
 
-Multiply (the note's "swap the inputs": the apple example's price and tax)::
+Multiply (the book's "swap the inputs": the apple example's price and tax)::
 
     y = a * b             da = dy * b,  db = dy * a
 

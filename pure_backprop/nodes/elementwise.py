@@ -4,11 +4,11 @@ Exp (its derivative is itself, so the output is the residual)::
 
     y = exp(x)            dx = dy * y
 
-Log (natural log, so no ``ln`` factor, as the note remarks)::
+Log (natural log, so no ``ln`` factor, as the book remarks)::
 
     y = log(x)            dx = dy / x
 
-Reciprocal (the note's ``1/x`` node)::
+Reciprocal (the book's ``1/x`` node)::
 
     y = 1 / x             dx = -dy / x**2 = -dy * y**2
 

@@ -1,7 +1,7 @@
 r"""Matrix nodes: the matrix product and the broadcast bias add (the two halves of the
 affine layer). Both take ``x = (a, b)`` and return ``dx = (da, db)``.
 
-Matrix product, ``X: (N, D)``, ``W: (D, M)`` (the note's ``[1, 2, 3] . [4, 5, 8] = 32``:
+Matrix product, ``X: (N, D)``, ``W: (D, M)`` (the vector example ``[1, 2, 3] . [4, 5, 6] = 32``:
 ``dx`` is the other factor, transposed to sit where the input was)::
 
     Y  = X @ W

@@ -1,4 +1,4 @@
-r"""The sum node (the note's sigma): adds entries along one axis.
+r"""The sum node (the book's sigma): adds entries along one axis.
 
 Forward, over ``axis`` (``keepdims=True`` keeps it with size 1)::
 
