@@ -105,15 +105,15 @@ COMMANDS = {  # each command's line in the list of commands
 HINT = ("run 'pure-backprop train' to train the default network on the bundled digits,\n"
         "or 'pure-backprop COMMAND --help'")
 _TRAIN_EXAMPLES = """\
-  pure-backprop train                             # mlp on the bundled digits
-  pure-backprop train --epochs 1 --out runs/one   # one epoch, to see the files
-  pure-backprop train --model convnet             # SimpleConvNet
+  pure-backprop train                            # mlp on the bundled digits
+  pure-backprop train --epochs 1 --out runs/one  # one epoch: see the files
+  pure-backprop train --model convnet            # SimpleConvNet
   pure-backprop train --dataset mnist --data-dir data/mnist --epochs 20"""
 _CHECK_EXAMPLES = """\
-  pure-backprop check                             # every built-in case
-  pure-backprop check --layer affine              # one layer
-  pure-backprop check --layer affine --mode full  # differences at every entry
-  pure-backprop check --list                      # the names --layer accepts"""
+  pure-backprop check                            # every built-in case
+  pure-backprop check --layer affine             # one layer
+  pure-backprop check --layer affine --mode full # every entry
+  pure-backprop check --list                     # the names --layer takes"""
 
 
 def _train_description() -> str:
