@@ -65,7 +65,7 @@ def max_pool2d(window, stride=None, padding=0) -> Layer:
         first_max = jnp.argmax(stacked, axis=0)                             # argmax returns the first
         # y = -inf: every entry of x in the window is -inf, and so is the padding, which comes
         # first where the window starts above or left of x; its first entry of x takes dy instead
-        is_x = jnp.stack(windows(jnp.ones((1, 1) + x.shape[2:], bool), window, stride, padding, False))
+        is_x = jnp.stack(windows(jnp.ones((1, 1) + x.shape[2:]), window, stride, padding))  # 1 on x, 0 on padding
         first_max = jnp.where(y == -jnp.inf, jnp.argmax(is_x, axis=0), first_max)
         return y, (x, first_max)
 
