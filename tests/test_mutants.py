@@ -483,6 +483,41 @@ def test_core_freeze_init_passes_the_key_on():
     assert out_shape == (-1, 2)
 
 
+def test_core_init_passes_the_dtype_and_each_key_down_and_refuses_it_only_where_it_would_be_ignored():
+    keys = jax.random.split(_KEY, 3)
+    for net, stateful in [(serial(affine(4), relu, affine(2)), False), (serial(affine(4), dropout(0.5), affine(2)), True)]:
+        *trees, out_shape = net.init(_KEY, (-1, 3), jnp.float16)
+        assert out_shape == (-1, 2) and trees[0][1] == ()
+        assert {a.dtype for a in jax.tree_util.tree_leaves(trees)} == {jnp.dtype(jnp.float16)}
+        for i, width, in_dim in [(0, 4, 3), (2, 2, 4)]:
+            _close(trees[0][i], affine(width).init(keys[i], (-1, in_dim), jnp.float16)[0])
+        assert trees[1:] == ([((), (), ())] if stateful else [])
+    assert lift(affine(2)).init(_KEY, (-1, 3), jnp.float16)[0]["W"].dtype == jnp.float16
+    _close(lift(affine(2)).init(_KEY, (-1, 3), jnp.float16), affine(2).init(_KEY, (-1, 3), jnp.float16)[:1] + ((), (-1, 2)))
+    _close(freeze(batch_norm()).init(_KEY, (-1, 3), jnp.float16), batch_norm().init(_KEY, (-1, 3), jnp.float16)[::2])
+    assert freeze(batch_norm()).init(_KEY, (-1, 3), jnp.float16)[0]["gamma"].dtype == jnp.float16
+    assert with_targets(mse, _T).init(_KEY, (-1, 2), jnp.float16) == ((), ())
+    assert no_params(_KEY, (5, 7), jnp.float16) == ((), (5, 7))
+    # an init(key, in_shape) written before the dtype: called without it for float32, refused otherwise
+    calls = []
+    old = Layer(lambda key, in_shape: calls.append(key) or ((), in_shape), relu.forward, relu.backward)
+    old_stateful = StatefulLayer(lambda key, in_shape: calls.append(key) or ((), (), in_shape), None, None)
+    for layer, where, out_shape in [(serial(affine(2), old), "serial layer 1", (-1, 2)),
+                                    (serial(old_stateful), "serial layer 0", (-1, 3)),
+                                    (serial(dropout(0.5), old), "serial layer 1", (-1, 3)),
+                                    (lift(old), "lift", (-1, 3)), (freeze(old_stateful), "freeze", (-1, 3))]:
+        assert layer.init(_KEY, (-1, 3), jnp.float32)[-1] == layer.init(_KEY, (-1, 3))[-1] == out_shape
+        for dtype in (jnp.float64, "float16"):
+            message = (f"{where}: the layer's init(key, in_shape) takes no dtype, so it cannot build {jnp.dtype(dtype)} "
+                       f"parameters; give it a dtype=jnp.float32 argument and pass it to its initializers")
+            with _raises_exactly(TypeError, message):
+                layer.init(_KEY, (-1, 3), dtype)
+    calls.clear()
+    lift(old).init(_KEY, (-1, 3))
+    serial(relu, old).init(_KEY, (-1, 3))
+    assert [k.tolist() for k in calls] == [_KEY.tolist(), jax.random.split(_KEY, 2)[1].tolist()]
+
+
 # --- pure_backprop/layers/sigmoid.py ----------------------------------------------------------
 
 def test_sigmoid_backward_names_the_layer_and_both_shapes():
