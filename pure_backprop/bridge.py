@@ -110,7 +110,7 @@ def _stateful(layer: StatefulLayer, train: bool):
         y, new_state, _ = layer.forward(params, state, x, key, train)
         return y, new_state
 
-    def fwd(params, state, x, key=None):
+    def fwd(params, state, x, key):  # custom_vjp fills in bridged's default for a key left out
         y, new_state, residuals = layer.forward(params, state, x, key, train)
         return (y, new_state), (params, residuals)
 

@@ -153,6 +153,9 @@ def test_a_stateful_network_gives_the_hand_gradients_and_its_new_state(make_key)
         y, new_state = f(params, state, x, key)
         return loss(y, labels), new_state
 
+    y, new_state = f(params, state, x, key)  # not differentiated: the primal function alone
+    want_y, want_state, _ = STATEFUL.forward(params, state, x, key, True)
+    _assert_trees_equal((y, new_state), (want_y, want_state))
     (value, new_state), grads = jax.value_and_grad(objective, has_aux=True)(params, state)
     hand_value, hand, hand_state = loss_and_grads_with_state(STATEFUL, SCE, params, state, x, labels, key)
     np.testing.assert_array_equal(value, hand_value)
