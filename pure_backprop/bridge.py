@@ -16,8 +16,12 @@ The rule: ``f`` is a ``jax.custom_vjp`` function. Its ``fwd`` is the layer's ``f
 the residuals it keeps are the forward's own residuals, carried as they are (with ``params``,
 which the backward reads); its ``bwd`` is the layer's ``backward``::
 
-    fwd(params, x)            = forward(params, x)                -> (y, (params, residuals))
-    bwd((params, residuals), dy) = backward(params, residuals, dy)  -> (grads, dx)
+    fwd(params, x):                 y, residuals = forward(params, x)
+                                    return y, (params, residuals)
+    bwd((params, residuals), dy):   return backward(params, residuals, dy)    # (grads, dx)
+
+A ``StatefulLayer`` runs ``forward(params, state, x, key, train)`` in ``fwd`` and returns
+``(y, new_state)``; a ``Loss`` keeps its own residuals and its ``bwd`` is ``loss.backward``.
 
 So ``jax.grad``, ``jax.value_and_grad``, ``jax.vjp``, ``jax.jacrev`` and every optax loop written
 around them compute the gradients the hand derivation gives, and they compose with
