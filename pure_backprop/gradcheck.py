@@ -91,6 +91,7 @@ class LeafReport:
     kinks: int
     ok: bool
     problem: str = ""
+    jax_compared: bool = True  # False where no jax oracle ran (``check_function`` without a reference)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +102,7 @@ class Report:
     leaves: tuple
     problems: tuple = ()
     directions: int = 3
+    oracles: str = ""  # what the hand, jax and numerical columns are, where they are not a layer's
 
     @property
     def ok(self) -> bool:
@@ -115,6 +117,7 @@ class Report:
         promoted = f", promoted from {'/'.join(self.promoted)}" if self.promoted else ""
         lines = [f"gradcheck {self.name}: mode={self.mode}, float64{promoted}: {'ok' if self.ok else 'FAILED'}"]
         lines.append("  " + rows_legend(self.mode, self.directions))
+        lines += [f"  {self.oracles}"] if self.oracles else []
         lines += [f"  problem: {p}" for p in self.problems]
         lines.append(format_rows([(self.name, leaf) for leaf in self.leaves]))
         return "\n".join(lines)
@@ -136,9 +139,10 @@ def format_rows(rows) -> str:
     """A fixed-width table of ``(case name, LeafReport)`` rows."""
     table = [_HEADER]
     for name, leaf in rows:
+        rel_jax, jax_value = (f"{leaf.rel_jax:.1e}", f"{leaf.jax:.6g}") if leaf.jax_compared else ("-", "-")
         table.append((
-            name, leaf.path, str(leaf.shape), f"{leaf.rel_jax:.1e}", f"{leaf.rel_num:.1e}", leaf.worst,
-            f"{leaf.hand:.6g}", f"{leaf.jax:.6g}", f"{leaf.numerical:.6g}", str(leaf.kinks),
+            name, leaf.path, str(leaf.shape), rel_jax, f"{leaf.rel_num:.1e}", leaf.worst,
+            f"{leaf.hand:.6g}", jax_value, f"{leaf.numerical:.6g}", str(leaf.kinks),
             "ok" if leaf.ok else ("FAIL " + leaf.problem).strip(),
         ))
     widths = [max(len(row[i]) for row in table) for i in range(len(_HEADER))]
@@ -280,7 +284,9 @@ def _flat_phi(layer, treedef, n, dy_def):
 @functools.partial(jax.jit, static_argnames=("layer",), compiler_options=ONE_OFF)
 def _base(layer, params, x, key):
     y, residuals = layer.forward(params, x)
-    dy = jax.tree_util.tree_map(lambda a: jax.random.normal(key, jnp.shape(a), jnp.float64), y)
+    y_leaves, y_def = jax.tree_util.tree_flatten(y)  # an independent dy per output leaf (the first from key itself)
+    dy = jax.tree_util.tree_unflatten(y_def, [jax.random.normal(jax.random.fold_in(key, i) if i else key, jnp.shape(a),
+                                                                jnp.float64) for i, a in enumerate(y_leaves)])
     hand = layer.backward(params, residuals, dy)
     _, vjp = jax.vjp(lambda p, v: layer.forward(p, v)[0], params, x)
     magnitude = _vdot(jax.tree_util.tree_map(jnp.abs, y), jax.tree_util.tree_map(jnp.abs, dy))
@@ -605,6 +611,148 @@ def check_loss(network: Layer, loss: Loss, params, x, targets, **kwargs) -> Repo
 def assert_close(layer: Layer, params, x, **kwargs) -> Report:
     """``check`` for pytest: raises ``AssertionError`` with the report's table when it fails."""
     report = check(layer, params, x, **kwargs)
+    if not report.ok:
+        raise AssertionError("\n" + str(report))
+    return report
+
+
+def check_function(f, *args, reference=None, argnums=None, mode: str = "fast", seed: int = 0, directions: int = 3,
+                   order: int = 2, step: float | None = None, rtol_jax: float = 1e-10, rtol_num: float = 1e-6,
+                   atol: float | None = None, memory_mb: float = 256, name: str | None = None) -> Report:
+    """Check the VJP that JAX uses for ``f(*args)`` against finite differences of ``f`` and, given a
+    ``reference``, against ``jax.vjp`` of the reference.
+
+    ``f`` is any JAX function, with or without ``jax.custom_vjp`` or ``jax.custom_jvp``: its "hand"
+    gradient is what ``jax.vjp(f, ...)`` returns, which applies the custom rule where there is one.
+    ``reference`` is a plain function computing the same values (same output structure, shapes and
+    dtypes); without one no jax oracle runs, and the report's jax columns read ``-``. ``f``'s output
+    may be any pytree of floating arrays; the cotangent ``dy`` is a random pytree like it.
+
+    ``args`` are any pytrees. ``argnums`` selects the arguments differentiated (an index or a tuple
+    of indices, negative ones counted from the end; ``None``: every argument): every floating array
+    leaf of those (a ``jax.Array``, NumPy array or scalar) is promoted to float64 and checked, its row
+    named by its path (``args[0]['W']``). Everything else is passed to ``f`` as it is: integer and
+    boolean arrays, strings, Python numbers (a Python float is a constant: pass ``jnp.asarray(v)`` to
+    check its gradient). Floating arrays of the other arguments are promoted to float64 too. The
+    settings are those of ``check``; ``name`` defaults to ``f.__name__``. Raises ``ValueError`` for a
+    setting out of range, an ``f`` or ``reference`` that is not callable, bad ``argnums``, a complex
+    leaf to differentiate, nothing to differentiate, an output that is not floating, is not float64
+    or is empty, or a reference whose output differs from ``f``'s in structure, shape or dtype.
+    """
+    _check_settings(mode, seed, directions, order, step, rtol_jax, rtol_num, atol, memory_mb)
+    if not callable(f):
+        raise ValueError(f"gradcheck: f must be a function, got {type(f).__name__}; pass the function first, "
+                         "then its arguments: check_function(f, x)")
+    if reference is not None and not callable(reference):
+        raise ValueError(f"gradcheck: reference must be a function computing f's values, or None, got "
+                         f"{type(reference).__name__}")
+    name = getattr(f, "__name__", "function") if name is None else name
+    step = EPS ** (1 / (order + 1)) if step is None else float(step)
+    with jax.enable_x64(True):
+        promoted = set()
+        leaves, paths, rebuild = _function_args(args, argnums, promoted)
+        _check_function_outputs(f, reference, rebuild, leaves)
+        report = _check(_function_layer(f, reference, rebuild), tuple(leaves), (), mode, seed, directions, order, step,
+                        rtol_jax, rtol_num, atol, memory_mb, name, tuple(sorted(promoted)))
+    names = {_path(keypath): path for (keypath, _), path in
+             zip(jax.tree_util.tree_flatten_with_path((tuple(leaves), ()))[0], paths)}
+    blank = {} if reference is not None else dict(abs_jax=math.nan, rel_jax=math.nan, jax=math.nan, jax_compared=False)
+    rows = tuple(dataclasses.replace(leaf, path=names[leaf.path], **blank) for leaf in report.leaves)
+    jax_oracle = ("not compared (no reference given)" if reference is None
+                  else f"jax.vjp of the reference {getattr(reference, '__name__', 'function')}")
+    return dataclasses.replace(report, leaves=rows, oracles=(
+        f"hand: jax.vjp of {name} (its custom rule, if any); jax: {jax_oracle}; numerical: finite differences of {name}"))
+
+
+def _function_args(args, argnums, promoted):
+    """The floating array leaves of the arguments ``argnums`` selects, promoted to float64, their
+    paths (``args[0]['W']``) and ``rebuild(leaves)``: ``args`` with those leaves in place and every
+    other leaf as given (floating arrays promoted too)."""
+    count = len(args)
+    numbers = (argnums,) if _integer(argnums) is not None else argnums
+    if argnums is None:
+        selected = set(range(count))
+    elif (not isinstance(numbers, (tuple, list)) or not numbers
+          or not all(_integer(i) is not None and -count <= i < count for i in numbers)):
+        raise ValueError(f"gradcheck: argnums must be None (every argument), an argument's index or a tuple of "
+                         f"them, each in [-{count}, {count}) for {count} arguments, got {argnums!r}")
+    else:
+        selected = {i % count for i in numbers}
+    flat, treedef = jax.tree_util.tree_flatten_with_path(args)
+    values = [leaf for _, leaf in flat]
+    positions, paths = [], []
+    for k, (keypath, leaf) in enumerate(flat):
+        dtype = getattr(leaf, "dtype", None)  # a Python number or a string has none: passed as it is
+        if dtype is None or not jnp.issubdtype(dtype, jnp.inexact):
+            continue
+        path = "args" + jax.tree_util.keystr(keypath)
+        if keypath[0].idx in selected:
+            if not jnp.issubdtype(dtype, jnp.floating):
+                raise ValueError(f"gradcheck: {path} has dtype {dtype}; gradcheck differentiates real floating values "
+                                 "only: leave its argument out of argnums")
+            positions.append(k)
+            paths.append(path)
+        values[k] = _promote(leaf, promoted) if jnp.issubdtype(dtype, jnp.floating) else leaf
+    leaves = [values[k] for k in positions]
+    if not sum(leaf.size for leaf in leaves):
+        raise ValueError(f"gradcheck: the arguments selected (argnums={argnums!r}) hold no floating array entries "
+                         "to check; integer arrays, strings, flags and Python numbers are passed unchanged (pass "
+                         "jnp.asarray(0.5), not 0.5, to check a scalar's gradient)")
+
+    def rebuild(moved):
+        out = list(values)
+        for k, leaf in zip(positions, moved):
+            out[k] = leaf
+        return jax.tree_util.tree_unflatten(treedef, out)
+
+    return leaves, paths, rebuild
+
+
+def _check_function_outputs(f, reference, rebuild, leaves):
+    """Refuse an output that is not floating, not float64 or empty, and a reference unlike ``f``."""
+    y = jax.eval_shape(lambda *v: f(*rebuild(v)), *leaves)
+    outputs = 0
+    for keypath, leaf in jax.tree_util.tree_flatten_with_path(y)[0]:
+        what = f"gradcheck: f's output y{jax.tree_util.keystr(keypath)} has dtype {leaf.dtype}"
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            raise ValueError(f"{what}; every output checked must be floating: check a function that returns only "
+                             "the floating ones")
+        if leaf.dtype != jnp.float64:
+            raise ValueError(f"{what} from float64 arguments; gradcheck compares in float64, so f must compute in "
+                             "the dtype of its arguments (look for a fixed astype or a float32 constant)")
+        outputs += math.prod(leaf.shape)
+    if not outputs:
+        raise ValueError("gradcheck: f's output has no entries, so there is nothing to check")
+    if reference is not None:
+        ours = jax.tree_util.tree_map(lambda a: (a.shape, str(a.dtype)), y)
+        theirs = jax.tree_util.tree_map(lambda a: (a.shape, str(a.dtype)), jax.eval_shape(lambda *v: reference(*rebuild(v)), *leaves))
+        if ours != theirs:
+            raise ValueError(f"gradcheck: the reference returns {theirs} (shapes and dtypes) where f returns {ours}; "
+                             "a reference computes the same values as f")
+
+
+def _function_layer(f, reference, rebuild) -> Layer:
+    """``f`` as a ``Layer`` over the leaves checked (``params``; ``x`` is ``()``): forward computes
+    ``f``'s values, keeping the leaves as residuals, and backward is ``jax.vjp`` of ``f`` (its custom
+    rule). Given a reference, forward's own derivative, the jax oracle, is ``jax.vjp`` of the
+    reference (a ``custom_vjp`` whose primal is still ``f``, so finite differences see ``f``)."""
+
+    def values(leaves):
+        return f(*rebuild(leaves))
+
+    if reference is None:
+        forward_values = values
+    else:
+        forward_values = jax.custom_vjp(values)
+        forward_values.defvjp(lambda leaves: (values(leaves), leaves),
+                              lambda leaves, dy: jax.vjp(lambda moved: reference(*rebuild(moved)), leaves)[1](dy))
+    return Layer(None, lambda params, x: (forward_values(params), params),
+                 lambda params, leaves, dy: (jax.vjp(values, leaves)[1](dy)[0], ()))
+
+
+def assert_function_close(f, *args, **kwargs) -> Report:
+    """``check_function`` for pytest: raises ``AssertionError`` with the report's table when it fails."""
+    report = check_function(f, *args, **kwargs)
     if not report.ok:
         raise AssertionError("\n" + str(report))
     return report
