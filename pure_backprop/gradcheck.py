@@ -51,6 +51,13 @@ output or numerical value fails its leaf, and the report names the entry and the
 Settings that would make the check meaningless (a zero or negative step, memory bound or
 tolerance, an empty batch, nothing to differentiate, an output that is not float64 when the
 inputs are) are refused with a ``ValueError``.
+
+Your own function. ``check_function(f, *args, reference=None, argnums=None)`` checks any JAX
+function, typically one with a ``jax.custom_vjp`` or ``jax.custom_jvp`` rule: the "hand" gradient
+is ``jax.vjp(f, *args)``'s, which applies the rule, against finite differences of ``f`` and, given
+a ``reference`` (a plain function computing the same values), against ``jax.vjp`` of it; without
+one the jax columns read ``-``. ``f`` becomes a ``Layer`` whose params are the floating arrays of
+the arguments checked, so everything above applies unchanged; rows are named ``args[0]['W']``.
 """
 
 from __future__ import annotations
