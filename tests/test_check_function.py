@@ -3,6 +3,7 @@ against finite differences and, given a reference, against jax.vjp of the refere
 numerically stable rules pass; the usual bugs fail, naming the argument and the entry; pytrees,
 non-array arguments and argnums work; bad settings are refused by name."""
 
+import dataclasses
 import functools
 import re
 
@@ -11,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pure_backprop import gradcheck
+from pure_backprop import Layer, gradcheck
 
 
 def _custom_vjp(values, fwd, bwd, nondiff_argnums=()):
@@ -289,13 +290,14 @@ def test_pytree_and_non_array_arguments(mode):
 def test_argnums_selects_the_arguments_checked():
     # the rule for w is wrong (2 x dy for x dy); x's is right
     scale = _custom_vjp(lambda x, w: x * w, lambda x, w: (x * w, (x, w)), lambda r, dy: (dy * r[1], 2 * dy * r[0]))
-    x, w = _X_NORM[0], jnp.array([0.5, -1.0, 2.0, 0.3])
+    x, w = _X_NORM[0], jnp.array([0.5, -1.0, 2.0, 0.3], jnp.float32)
 
     def rows(argnums):
         report = gradcheck.check_function(scale, x, w, argnums=argnums)
+        assert report.promoted == ("float32",)  # w, checked or not
         return [(leaf.path, leaf.ok) for leaf in report.leaves]
 
-    assert rows(0) == [("args[0]", True)]
+    assert rows(0) == rows(-2) == [("args[0]", True)]
     assert rows(1) == rows(-1) == rows((1,)) == [("args[1]", False)]
     assert rows(None) == rows((0, 1)) == rows([1, 0]) == [("args[0]", True), ("args[1]", False)]
 
@@ -347,36 +349,93 @@ def test_assert_function_close_returns_the_report_when_it_passes():
 # ---------------------------------------------------------------------------------------------
 # Bad settings are refused, naming gradcheck, the argument and the fix.
 
-_ARGNUMS = r"gradcheck: argnums must be None \(every argument\), an argument's index or a tuple of them, each in "
-_NOTHING = r"gradcheck: the arguments selected \(argnums=%s\) hold no floating array entries to check; "
-_BAD = [
-    (dict(f=_X), r"gradcheck: f must be a function, got ArrayImpl; pass the function first, then its arguments"),
-    (dict(reference="softplus"), r"gradcheck: reference must be a function computing f's values, or None, got str$"),
-    (dict(argnums=1), _ARGNUMS + r"\[-1, 1\) for 1 arguments, got 1$"),
-    (dict(argnums=-2), _ARGNUMS + r"\[-1, 1\) for 1 arguments, got -2$"),
-    (dict(argnums=()), _ARGNUMS + r".*got \(\)$"),
-    (dict(argnums="0"), _ARGNUMS + r".*got '0'$"),
-    (dict(argnums=True), _ARGNUMS + r".*got True$"),
-    (dict(argnums=(0, 1.0)), _ARGNUMS + r".*got \(0, 1\.0\)$"),
+_ARGNUMS = ("gradcheck: argnums must be None (every argument), an argument's index or a tuple of them, each in "
+            "[-1, 1) for 1 arguments, got ")
+_NOTHING = ("gradcheck: the arguments selected (argnums=%s) hold no floating array entries to check; integer arrays, "
+            "strings, flags and Python numbers are passed unchanged (pass jnp.asarray(0.5), not 0.5, to check a "
+            "scalar's gradient)")
+_UNLIKE = ("gradcheck: the reference returns %s (shapes and dtypes) where f returns ((3, 4), 'float64'); a reference "
+           "computes the same values as f")
+_BAD = [  # (the arguments changed, the whole message)
+    (dict(f=_X), "gradcheck: f must be a function, got ArrayImpl; pass the function first, then its arguments: "
+                 "check_function(f, x)"),
+    (dict(reference="softplus"), "gradcheck: reference must be a function computing f's values, or None, got str"),
+    (dict(argnums=1), _ARGNUMS + "1"),
+    (dict(argnums=-2), _ARGNUMS + "-2"),
+    (dict(argnums=()), _ARGNUMS + "()"),
+    (dict(argnums="0"), _ARGNUMS + "'0'"),
+    (dict(argnums=True), _ARGNUMS + "True"),
+    (dict(argnums=(0, 1.0)), _ARGNUMS + "(0, 1.0)"),
     (dict(args=()), _NOTHING % "None"),
-    (dict(args=(0.5,)), (_NOTHING % "None") + r".*Python numbers are passed unchanged \(pass jnp\.asarray\(0\.5\)"),
+    (dict(args=(0.5,)), _NOTHING % "None"),
     (dict(args=(jnp.array([1, 2]),)), _NOTHING % "None"),
     (dict(args=(_X[:, :0],)), _NOTHING % "None"),
     (dict(f=lambda x, w: x * w, args=(jnp.array([1, 2]), _X[0, :2]), argnums=0), _NOTHING % "0"),
-    (dict(args=(_X.astype(jnp.complex128),)), r"gradcheck: args\[0\] has dtype complex128; .*real floating"),
-    (dict(f=lambda x: jnp.round(x).astype(jnp.int32)), r"gradcheck: f's output y has dtype int32; every output"),
+    (dict(args=(_X.astype(jnp.complex128),)), "gradcheck: args[0] has dtype complex128; gradcheck differentiates real "
+                                              "floating values only: leave its argument out of argnums"),
+    (dict(f=lambda x: jnp.round(x).astype(jnp.int32)), "gradcheck: f's output y has dtype int32; every output checked "
+                                                       "must be floating: check a function that returns only the floating ones"),
     (dict(f=lambda x: {"a": x, "n": x.astype(jnp.float32)}),
-     r"gradcheck: f's output y\['n'\] has dtype float32 from float64 arguments; .*look for a fixed astype"),
-    (dict(f=lambda x: x[:0]), r"gradcheck: f's output has no entries, so there is nothing to check"),
-    (dict(reference=lambda x: x[0]), r"gradcheck: the reference returns .* where f returns .*same values as f$"),
-    (dict(mode="slow"), r"gradcheck: mode must be 'fast' or 'full', got 'slow'"),
-    (dict(step=0.0), r"gradcheck: step must be a finite number > 0"),
-    (dict(rtol_jax=-1.0), r"gradcheck: rtol_jax must be a finite number >= 0"),
+     "gradcheck: f's output y['n'] has dtype float32 from float64 arguments; gradcheck compares in float64, so f must "
+     "compute in the dtype of its arguments (look for a fixed astype or a float32 constant)"),
+    (dict(f=lambda x: x[:0]), "gradcheck: f's output has no entries, so there is nothing to check"),
+    (dict(reference=lambda x: x[0]), _UNLIKE % "((4,), 'float64')"),
+    (dict(reference=lambda x: softplus_reference(x).astype(jnp.float32)), _UNLIKE % "((3, 4), 'float32')"),
+    (dict(reference=lambda x: (softplus_reference(x),)), _UNLIKE % "(((3, 4), 'float64'),)"),
+    (dict(mode="slow"), "gradcheck: mode must be 'fast' or 'full', got 'slow'"),
+    (dict(step=0.0), "gradcheck: step must be a finite number > 0 (the finite-difference step, relative to the entries' "
+                     "magnitude), got 0.0; pass e.g. step=1e-5, or None for the default"),
+    (dict(rtol_jax=-1.0), "gradcheck: rtol_jax must be a finite number >= 0 (a tolerance), got -1.0; pass e.g. "
+                          "rtol_jax=1e-10 (the default)"),
 ]
 
 
 @pytest.mark.parametrize("kwargs,message", _BAD, ids=lambda v: str(v)[:40] if isinstance(v, dict) else "")
 def test_bad_settings_are_refused(kwargs, message):
     kwargs = {"f": softplus, "args": (_X,), **kwargs}
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
         gradcheck.check_function(kwargs.pop("f"), *kwargs.pop("args"), **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# check_function is check on a Layer made of f: the same settings give the same report.
+
+_SETTINGS = [dict(mode="full", order=4, atol=1e-9, memory_mb=1e-4),
+             dict(mode="fast", seed=3, directions=2, step=1e-4, rtol_num=1e-7, rtol_jax=1e-11)]
+
+
+@pytest.mark.parametrize("settings", _SETTINGS, ids=["full", "fast"])
+def test_the_same_report_as_check_on_the_layer_of_f(settings):
+    layer = Layer(None, lambda p, x: (softplus(x), x), lambda p, x, dy: ((), jax.vjp(softplus, x)[1](dy)[0]))
+    expected = gradcheck.check(layer, (), _X, name="sp", **settings)
+    report = gradcheck.check_function(softplus, _X, reference=softplus, name="sp", **settings)
+    assert report.ok and expected.ok
+    assert dataclasses.replace(report, oracles="") == dataclasses.replace(
+        expected, leaves=tuple(dataclasses.replace(leaf, path="args[0]") for leaf in expected.leaves))
+
+
+def _entry(leaf):
+    return tuple(int(i) for i in leaf.worst.strip("()").split(",") if i.strip())
+
+
+def test_the_cotangent_is_seeded_per_output_leaf():
+    # seed s draws normal(PRNGKey(s)) for the first output leaf (as check always has) and
+    # normal(fold_in(PRNGKey(s), i)) for leaf i: the hand gradient of x -> (x, 2 x) is dy0 + 2 dy1
+    key = jax.random.PRNGKey(5)
+    dy = [jax.random.normal(k, _X.shape, jnp.float64) for k in (key, jax.random.fold_in(key, 1))]
+    one = gradcheck.check_function(lambda x: x * 1.0, _X, mode="full", seed=5).leaves[0]
+    assert one.hand == dy[0][_entry(one)]
+    two = gradcheck.check_function(lambda x: {"a": x * 1.0, "b": 2.0 * x}, _X, mode="full", seed=5).leaves[0]
+    assert np.isclose(two.hand, (dy[0] + 2 * dy[1])[_entry(two)], rtol=1e-15)
+    assert gradcheck.check_function(lambda x: {"a": x * 1.0, "empty": x[:0]}, _X).ok  # an empty output leaf is no output
+
+
+def test_reports_without_names_and_the_failing_assertion_text():
+    report = gradcheck.check_function(softplus, _X[:1], reference=functools.partial(softplus_reference), mode="full")
+    assert "jax: jax.vjp of the reference function;" in report.oracles
+    plain = gradcheck.check_function(softplus, _X[:1]).leaves[0]
+    assert np.isnan(plain.abs_jax) and np.isnan(plain.rel_jax) and np.isnan(plain.jax) and not plain.jax_compared
+    f, args, _, _, _ = BUGS["softplus_wrong_sign"]
+    with pytest.raises(AssertionError) as info:
+        gradcheck.assert_function_close(f, *args)
+    assert str(info.value) == "\n" + str(gradcheck.check_function(f, *args))
