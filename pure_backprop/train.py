@@ -299,9 +299,24 @@ def fit(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.GradientTra
         params, x, labels, *, epochs: int, batch_size: int, key, state=(), evaluate_on: dict | None = None,
         augment: Callable | None = None, weight_decay: float = 0.0, epochs_per_call: int | None = None,
         eval_batch_size: int = 500, on_epochs: Callable[[list], None] | None = None,
-        should_stop: Callable[[], bool] | None = None) -> FitResult:
+        should_stop: Callable[[], bool] | None = None, opt_state=None, start_epoch: int = 0,
+        checkpoint_every: int | None = None, on_checkpoint: Callable[[FitResult], None] | None = None) -> FitResult:
     """Train for ``epochs`` epochs on ``(x, labels)`` and evaluate after each on ``evaluate_on``
     (``{"train": (x, y), "val": (x, y), ...}``), all inside compiled calls.
+
+    Epoch ``e`` (counted from 0) draws its order, augmentation and dropout from
+    ``epoch_key(key, e)``, a function of the run's ``key`` and of ``e`` alone: how the epochs are
+    cut into compiled calls changes no number. So a run continues exactly where it stopped:
+    ``fit(..., params, state=, opt_state=, start_epoch=k)`` with what a run had after ``k`` epochs
+    (the ``FitResult`` or a checkpoint, ``pure_backprop.runs``) trains epochs ``k + 1 .. epochs``
+    and gives, bit for bit, what the run straight through to ``epochs`` gives (``epochs`` counts
+    the whole run; the history holds the new epochs). ``opt_state=None`` starts the optimizer
+    afresh (``optimizer.init(params)``).
+
+    With ``checkpoint_every=K`` no compiled call runs past a multiple of ``K`` epochs, and
+    ``on_checkpoint(result)`` is called at each multiple before the last epoch with a
+    ``FitResult`` of the run so far (its ``history`` the epochs of this call of ``fit``); the
+    caller saves the end itself, from what ``fit`` returns.
 
     Each compiled call runs ``epochs_per_call`` epochs (default: ``epochs / 20``, so progress
     moves 20 times) with their evaluations, and brings their history back in one transfer;
@@ -316,17 +331,21 @@ def fit(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.GradientTra
     """
     run, per_call, splits = _fit_program(network, loss, optimizer, x, labels, epochs, batch_size, evaluate_on, augment,
                                          weight_decay, epochs_per_call, eval_batch_size)
-    opt_state = optimizer.init(params)
+    _check_resume(start_epoch, epochs, checkpoint_every)
+    if opt_state is None:
+        opt_state = optimizer.init(params)
     history, interrupted, diverged = [], False, None
-    done = 0
+    done = start_epoch
     try:
         while done < epochs and diverged is None:
             if should_stop is not None and should_stop():
                 interrupted = True
                 break
-            key, key_call = jax.random.split(key)
             active = min(per_call, epochs - done)
-            (params, state, opt_state), metrics, bad = run(params, state, opt_state, key_call, x, labels, splits, active)
+            if checkpoint_every is not None:  # end the call at the next multiple of checkpoint_every
+                active = min(active, checkpoint_every - done % checkpoint_every)
+            (params, state, opt_state), metrics, bad = run(params, state, opt_state, key, x, labels, splits, active,
+                                                           done)
             metrics, bad = jax.device_get((metrics, bad))  # the whole chunk's history in one transfer
             bad = int(bad)
             finished = active if bad < 0 else bad
@@ -337,9 +356,28 @@ def fit(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.GradientTra
                 diverged = done + 1
             if on_epochs is not None:
                 on_epochs(records)
+            if (on_checkpoint is not None and checkpoint_every is not None and diverged is None and done < epochs
+                    and done % checkpoint_every == 0):
+                on_checkpoint(FitResult(params, state, opt_state, list(history), False, None))
     except KeyboardInterrupt:
         interrupted = True
     return FitResult(params, state, opt_state, history, interrupted, diverged)
+
+
+def _check_resume(start_epoch, epochs, checkpoint_every):
+    if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or not 0 <= start_epoch < epochs:
+        raise ValueError(f"fit: start_epoch must be an int in [0, epochs) = [0, {epochs}) (the epochs already "
+                         f"trained), got {start_epoch!r}")
+    if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
+                                         or checkpoint_every < 1):
+        raise ValueError(f"fit: checkpoint_every must be a positive int or None, got {checkpoint_every!r}")
+
+
+def epoch_key(key, epoch):
+    """The key of epoch ``epoch`` (counted from 0) of a run of key ``key``:
+    ``jax.random.fold_in(key, epoch)``. Each epoch its own key (no two share an order), and the
+    same key whichever compiled call runs the epoch."""
+    return jax.random.fold_in(key, epoch)
 
 
 def compile_fit(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.GradientTransformation,
@@ -354,7 +392,7 @@ def compile_fit(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.Gra
     holding the GIL, so on two cores both proceed at once)."""
     run, _, splits = _fit_program(network, loss, optimizer, x, labels, epochs, batch_size, evaluate_on, augment,
                                   weight_decay, epochs_per_call, eval_batch_size)
-    jax.block_until_ready(run(params, state, optimizer.init(params), key, x, labels, splits, 0))
+    jax.block_until_ready(run(params, state, optimizer.init(params), key, x, labels, splits, 0, 0))
 
 
 def _fit_program(network, loss, optimizer, x, labels, epochs, batch_size, evaluate_on, augment, weight_decay,
@@ -393,13 +431,14 @@ def _all_finite(tree):
 
 @functools.lru_cache(maxsize=8)  # fit and compile_fit share the compiled program; a few, not every one ever made
 def _compiled_epochs(network, loss, optimizer, batch_size, augment, weight_decay, eval_batch_size, names, per_call):
-    """``run(params, state, opt_state, key, x, labels, splits, active)``: ``per_call`` epoch slots
-    in one ``lax.scan``, of which the first ``active`` train (the others are skipped by
-    ``lax.cond``, so one compiled program serves a shorter last call). Returns the carry, the
+    """``run(params, state, opt_state, key, x, labels, splits, active, start)``: ``per_call`` epoch
+    slots in one ``lax.scan``, of which the first ``active`` train epochs ``start``, ``start + 1``,
+    ... (counted from 0; each with ``epoch_key(key, epoch)``) and the others are skipped by
+    ``lax.cond``, so one compiled program serves a shorter call. Returns the carry, the
     per-slot metrics and the index of the first slot that went non-finite (-1 if none)."""
     epoch = _epoch_fn(network, loss, optimizer, batch_size, augment, weight_decay)
 
-    def run(params, state, opt_state, key, x, labels, splits, active):
+    def run(params, state, opt_state, key, x, labels, splits, active, start):
         sizes = [ex.shape[0] for ex, _ in splits]
         bounds = tuple(zip(np.cumsum([0] + sizes[:-1]).tolist(), np.cumsum(sizes).tolist()))
         evaluate = _evaluate_fn(network, loss, eval_batch_size, bounds)
@@ -431,18 +470,20 @@ def _compiled_epochs(network, loss, optimizer, batch_size, augment, weight_decay
 
             return jax.lax.cond((i < active) & (bad < 0), train, skip, None)
 
-        keys = jax.random.split(key, per_call)
-        (carry, bad), metrics = jax.lax.scan(slot, ((params, state, opt_state), jnp.array(-1)),
-                                             (jnp.arange(per_call), keys))
+        slots = jnp.arange(per_call)
+        keys = jax.vmap(lambda i: epoch_key(key, start + i))(slots)
+        (carry, bad), metrics = jax.lax.scan(slot, ((params, state, opt_state), jnp.array(-1)), (slots, keys))
         return carry, metrics, bad
 
     return jax.jit(run, compiler_options=TRAINING)  # fit's own program: never nested in a caller's jit
 
 
 def as_numpy_tree(tree, prefix: str) -> dict[str, np.ndarray]:
-    """``{"prefix/0/W": array, ...}``: a pytree flattened for ``np.savez`` (empty leaves skipped)."""
+    """``{"prefix/0/W": array, ...}``: a pytree flattened for ``np.savez`` (empty leaves skipped),
+    each leaf named by its path of dict keys, sequence indices and attribute names
+    (``opt_state/0/mu/0/W``); ``runs`` reads such arrays back into a tree."""
     out = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+        name = "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
         out[f"{prefix}/{name}"] = np.asarray(leaf)
     return out
