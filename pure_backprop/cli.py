@@ -1,7 +1,8 @@
-"""The command line: ``pure-backprop train`` and ``pure-backprop check``.
+"""The command line: ``pure-backprop train``, ``predict``, ``evaluate`` and ``check``.
 
 The CLI only parses options, loads data and writes files; the training loop is
-``pure_backprop.train.fit`` and the checker ``pure_backprop.gradcheck``.
+``pure_backprop.train.fit``, run folders are ``pure_backprop.runs`` and the checker
+``pure_backprop.gradcheck``.
 Every user mistake (a bad option, a missing data folder, an unwritable output folder)
 ends with one line on stderr and exit code 2, never a traceback; a bare ``pure-backprop``
 lists the commands and says where to start, also with exit code 2. Ctrl-C ends with exit
@@ -100,6 +101,8 @@ MAX_EPOCHS = 2**31  # the compiled loop counts epochs in int32
 
 COMMANDS = {  # each command's line in the list of commands
     "train": "train a network (mlp, convnet or deepconvnet) with the hand-written gradients",
+    "predict": "classify images (PNG, JPEG, .npy, IDX) with a trained run",
+    "evaluate": "the loss and accuracy of a trained run on a dataset",
     "check": "check every built-in backward pass against jax.vjp and finite differences",
 }
 HINT = ("run 'pure-backprop train' to train the default network on the bundled digits,\n"
@@ -108,7 +111,14 @@ _TRAIN_EXAMPLES = """\
   pure-backprop train                            # mlp on the bundled digits
   pure-backprop train --epochs 1 --out runs/one  # one epoch: see the files
   pure-backprop train --model convnet            # SimpleConvNet
-  pure-backprop train --dataset mnist --data-dir data/mnist --epochs 20"""
+  pure-backprop train --dataset mnist --data-dir data/mnist --epochs 20
+  pure-backprop train --resume runs/one --epochs 3  # two more epochs"""
+_PREDICT_EXAMPLES = """\
+  pure-backprop predict runs/one digit.png       # the class and top 3
+  pure-backprop predict runs/one a.png b.npy --json"""
+_EVALUATE_EXAMPLES = """\
+  pure-backprop evaluate runs/one                # its own test split
+  pure-backprop evaluate runs/one --split val    # its validation split"""
 _CHECK_EXAMPLES = """\
   pure-backprop check                            # every built-in case
   pure-backprop check --layer affine             # one layer
@@ -144,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     raw = argparse.RawDescriptionHelpFormatter  # keeps the line breaks of descriptions and examples
     parser = _Parser(prog="pure-backprop", description="Hand-derived backpropagation in pure JAX.",
-                     epilog=f"examples:\n{_TRAIN_EXAMPLES}\n{_CHECK_EXAMPLES}\n\n{HINT}", formatter_class=raw)
+                     epilog=f"examples:\n{_TRAIN_EXAMPLES}\n{_PREDICT_EXAMPLES}\n{_EVALUATE_EXAMPLES}\n{_CHECK_EXAMPLES}\n\n{HINT}",
+                     formatter_class=raw)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND", parser_class=_Parser)
 
@@ -193,7 +204,38 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=_SEED, default=0, metavar="N",
                    help="the splits, the initialisation and the shuffling (default %(default)s)")
     t.add_argument("--out", type=_folder, default=None, metavar="DIR", help="run folder (default runs/<timestamp>)")
+    t.add_argument("--resume", type=_folder, default=None, metavar="RUN",
+                   help="continue the run in folder RUN from its last checkpoint, with its own options; "
+                        "--epochs may grow (default: start a new run)")
+    t.add_argument("--checkpoint-every", type=_positive(int, MAX_EPOCHS, " below 2**31"), default=None, metavar="K",
+                   help="write checkpoint.npz every K epochs, and at the end (default: after every compiled "
+                        "call, every ceil(epochs / 20) epochs)")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    p = commands.add_parser("predict", help=COMMANDS["predict"], formatter_class=raw,
+                            description="Classify images with a trained run: PNG or JPEG files (made grayscale, "
+                                        "resized to the\nrun's image size, inverted when dark ink on a light "
+                                        "ground), .npy arrays and IDX\nfiles (pixels scaled as the run's data: "
+                                        "see pure_backprop.runs.read_images).\nPrints each image's class and "
+                                        "its top probabilities.",
+                            epilog=f"examples:\n{_PREDICT_EXAMPLES}")
+    p.add_argument("run", type=_folder, metavar="RUN", help="a run folder written by pure-backprop train")
+    p.add_argument("files", nargs="+", metavar="FILE", help="images: .png, .jpg, .npy or IDX files")
+    p.add_argument("--top", type=_positive(int), default=3, metavar="K",
+                   help="how many of the most probable classes to print (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON list instead of lines")
+
+    e = commands.add_parser("evaluate", help=COMMANDS["evaluate"], formatter_class=raw,
+                            description="The mean loss and the accuracy of a trained run on a split of a "
+                                        "dataset, split\nas the run's own data were (the same seed).",
+                            epilog=f"examples:\n{_EVALUATE_EXAMPLES}")
+    e.add_argument("run", type=_folder, metavar="RUN", help="a run folder written by pure-backprop train")
+    e.add_argument("--dataset", choices=["digits", "mnist"], default=None,
+                   help="the dataset (default: the run's own)")
+    e.add_argument("--data-dir", type=_folder, default=None, metavar="DIR",
+                   help="folder of the four MNIST IDX files (default: the run's, else data/mnist)")
+    e.add_argument("--split", choices=["train", "val", "test"], default="test",
+                   help="which split (default %(default)s)")
 
     c = commands.add_parser("check", help=COMMANDS["check"], formatter_class=raw,
                             description="Check the hand-written backward pass of every built-in node, layer and "
@@ -208,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=_SEED, default=0, metavar="N",
                    help="the parameters, inputs and directions (default %(default)s)")
     c.add_argument("--list", action="store_true", help="list the names that --layer accepts")
-    for command in (t, c):
+    for command in (t, p, e, c):
         command.add_argument("--compile-cache", type=_cache_folder, default=default_cache(), metavar="DIR",
                              help="keep XLA's compiled programs in DIR, so that a later run with the same "
                                   "settings skips compiling them; 'none' to keep nothing "
@@ -291,7 +333,13 @@ def main(argv=None) -> int:
                 return EXIT_USAGE
             with compilation_cache(args.compile_cache):
                 if args.command == "train":
+                    if args.resume is not None:
+                        args.explicit = _explicit(sys.argv[1:] if argv is None else argv)
                     return train_command(args, stop)
+                if args.command == "predict":
+                    return predict_command(args)
+                if args.command == "evaluate":
+                    return evaluate_command(args)
                 return check_command(args, stop)
         except UsageError as e:
             print(f"pure-backprop: error: {e}", file=sys.stderr)
@@ -430,7 +478,12 @@ def _finite_or_none(value):
 
 
 def train_command(args, stop: _StopRequest | None = None) -> int:
-    out, created = _prepare_out(args.out)
+    if getattr(args, "resume", None) is not None:
+        if args.out is not None:
+            raise UsageError(f"--out applies to a new run; --resume {args.resume} continues in the run's own folder")
+        out, created = Path(args.resume), []
+    else:
+        out, created = _prepare_out(args.out)
     written: list[Path] = []
     try:
         with contextlib.ExitStack() as stack:
@@ -472,28 +525,118 @@ def _model_options(args):
             setattr(args, name, MODELS[args.model][name])
 
 
-def _network(args, dataset):
-    """The network of ``--model`` and the shape of one input (images as ``(1, H, W)`` for CNNs)."""
-    from .network import deep_conv_net, mlp, simple_conv_net
+def _run_options(args, dataset=None) -> dict:
+    """The options a run records (``runs.RUN_OPTIONS``, and with ``dataset`` what it gives:
+    ``runs.network_for`` builds the network from them)."""
+    from .augment import Affine
+    from .network import DEFAULT_INIT
 
-    if args.model == "mlp":
-        return mlp(args.hidden, dataset.num_classes, args.activation, init=args.init, batchnorm=args.batchnorm,
-                   drop_rate=args.dropout), dataset.x_train.shape[1:]
-    image = (1,) + tuple(dataset.image_shape)
-    if args.model == "convnet":  # pad 0 as the book on MNIST; small images (digits) keep their size: 5x5 "same"
-        padding = 0 if min(dataset.image_shape) >= 28 else 2
-        return simple_conv_net(dataset.num_classes, init=args.init or "he", padding=padding), image
-    paddings = (1, 1, 1, 2, 1, 1) if tuple(dataset.image_shape) == (28, 28) else None  # the book's MNIST net
-    if paddings is None and min(dataset.image_shape) < 8:
-        raise UsageError(f"--model deepconvnet needs images of at least 8x8 pixels, got {dataset.image_shape}")
-    return deep_conv_net(dataset.num_classes, paddings=paddings, drop_rate=args.dropout), image
+    mlp = args.model == "mlp"
+    options = {
+        "dataset": args.dataset, "model": args.model, "hidden": list(args.hidden) if mlp else None,
+        "activation": args.activation if mlp else "relu",
+        "init": args.init or (DEFAULT_INIT[args.activation] if mlp else "he"), "batchnorm": args.batchnorm,
+        "dropout": args.dropout, "weight_decay": args.weight_decay, "optimizer": args.optimizer, "lr": args.lr,
+        "schedule": args.schedule, "batch_size": args.batch_size,
+        "augment": Affine()._asdict() if args.augment == "affine" else None, "validation": args.validation,
+        "seed": args.seed, "epochs": args.epochs,
+    }
+    if dataset is not None:
+        options.update(image_shape=list(dataset.image_shape), num_classes=dataset.num_classes,
+                       train_samples=len(dataset.x_train),
+                       data_dir=(args.data_dir or "data/mnist") if args.dataset == "mnist" else None)
+    return options
+
+
+def _network(options):
+    """The network of the options and the shape of one input (images as ``(1, H, W)`` for CNNs)."""
+    from .runs import network_for
+
+    try:
+        return network_for(options)
+    except ValueError as e:
+        raise UsageError(f"--model {e}") from None
+
+
+def _explicit(argv) -> set[str]:
+    """The names of the options given on the command line ``argv`` (not left to their defaults)."""
+    parser = build_parser()
+    for action in parser._actions:  # argparse keeps no public list of its subparsers
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                for option in command._actions:
+                    option.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+def _flag_text(name, value) -> str:
+    """``--name value`` as the command line spells the option."""
+    if value is None or isinstance(value, bool):
+        value = {None: "none", True: "on", False: "off"}[value]
+    elif name == "hidden":
+        value = ",".join(map(str, value))
+    elif name == "augment":
+        value = "affine"
+    return f"--{name.replace('_', '-')} {value}"
+
+
+def _resume(args):
+    """Load the checkpoint of ``--resume`` and set the run's options on ``args``; refuse the
+    options given that would change the run, and an --epochs the run cannot take."""
+    from .runs import CHECKPOINT, RUN_OPTIONS, RunError, different_options, load_checkpoint
+
+    folder = Path(args.resume)
+    if not (folder / CHECKPOINT).is_file():
+        what = "no such folder" if not folder.exists() else f"no {CHECKPOINT} in it"
+        raise UsageError(f"--resume {folder}: {what}; give the folder of a run written by pure-backprop train")
+    try:
+        checkpoint, _ = load_checkpoint(folder / CHECKPOINT)
+    except RunError as e:
+        raise UsageError(f"--resume: {e}") from None
+    run = checkpoint.options
+    given = argparse.Namespace(**vars(args))
+    _model_options(given)
+    mine = _run_options(given)
+    changed = [name for name in different_options(mine, run) if name in getattr(args, "explicit", ())]
+    if changed:
+        def flags(options):
+            return ", ".join(_flag_text(n, options[n]) for n in changed)
+
+        raise UsageError(f"--resume {folder}: {flags(mine)} would change the run, which trained with {flags(run)}; "
+                         f"leave {'it' if len(changed) == 1 else 'them'} out to continue the run")
+    epochs = args.epochs or run["epochs"]
+    if epochs <= checkpoint.epoch:
+        raise UsageError(f"--resume {folder}: the run has trained {checkpoint.epoch} epochs; give --epochs above "
+                         f"{checkpoint.epoch} to train it further")
+    if run["schedule"] == "cosine" and epochs != run["epochs"]:
+        raise UsageError(f"--resume {folder}: --epochs {epochs} would change the run: its cosine schedule spans "
+                         f"the {run['epochs']} epochs it started with; leave --epochs out to finish them")
+    mlp, deep = run["model"] == "mlp", run["model"] == "deepconvnet"
+    for name in RUN_OPTIONS:
+        setattr(args, name, run[name])
+    args.hidden = tuple(run["hidden"]) if mlp else None
+    args.activation = run["activation"] if mlp else None
+    args.init = None if deep else run["init"]
+    args.dropout = run["dropout"] if run["model"] != "convnet" else None
+    args.augment = "affine" if run["augment"] else "none"
+    args.epochs = epochs
+    if run["dataset"] == "mnist":
+        args.data_dir = args.data_dir or run["data_dir"]
+    return checkpoint
 
 
 def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
+    resumed = _resume(args) if getattr(args, "resume", None) is not None else None
     _model_options(args)
     dataset = _load(args, stop)
     if args.batch_size > len(dataset.x_train):
         raise UsageError(f"--batch-size {args.batch_size} exceeds the {len(dataset.x_train)} training samples")
+    options = _run_options(args, dataset)
+    if resumed is not None and (options["train_samples"], options["image_shape"]) != (
+            resumed.options["train_samples"], list(resumed.options["image_shape"])):
+        raise UsageError(f"--resume {args.resume}: the data differ from the run's: {options['train_samples']} "
+                         f"training images of {options['image_shape']} pixels, the run trained on "
+                         f"{resumed.options['train_samples']} of {list(resumed.options['image_shape'])}")
     if args.model == "mlp":
         _check_memory(args, math.prod(dataset.x_train.shape[1:]), dataset.num_classes)
     stop.check()
@@ -507,11 +650,11 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
     from .core import freeze, lift
     from .gradcheck import ONE_OFF, compare_with_jax
     from .layers import softmax_cross_entropy
-    from .network import DEFAULT_INIT
+    from .runs import CHECKPOINT, Checkpoint, save_checkpoint
     from .train import OPTIMIZERS, as_numpy_tree, compile_fit, fit, learning_rate, updates
 
     start = time.perf_counter()
-    network, sample_shape = _network(args, dataset)
+    network, sample_shape = _network(options)
     if sample_shape != dataset.x_train.shape[1:]:
         dataset = dataset._replace(**{k: getattr(dataset, k).reshape((-1,) + sample_shape)
                                       for k in ("x_train", "x_val", "x_test") if getattr(dataset, k) is not None})
@@ -537,6 +680,7 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
                     augment=augment and affine_augmenter(dataset.image_shape, augment),
                     weight_decay=args.weight_decay, eval_batch_size=max(args.batch_size, 500),
                     epochs_per_call=min(max(1, math.ceil(args.epochs / 20)), 10_000))
+    checkpoint_every = args.checkpoint_every or settings["epochs_per_call"]
 
     # The training program compiles in a second thread while this one initializes and checks
     # the gradient.
@@ -545,8 +689,12 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
         compiled = pool.submit(compile_fit, network, softmax_cross_entropy, optimizer, params, *splits["train"],
                                key=key, state=state, **settings)
         params, state, key_check, key_train = init(args.seed)
+        prior, resume = [], {}
+        if resumed is not None:  # the run's own key and where it stopped
+            params, state, key_train, prior = resumed.params, resumed.state, resumed.key, resumed.history
+            resume = dict(opt_state=resumed.opt_state, start_epoch=resumed.epoch)
         fit_args = (network, softmax_cross_entropy, optimizer, params, *splits["train"])
-        fit_kwargs = dict(key=key_train, state=state, **settings)
+        fit_kwargs = dict(key=key_train, state=state, checkpoint_every=checkpoint_every, **resume, **settings)
         batch = (dataset.x_train[: args.batch_size], dataset.y_train[: args.batch_size])
         grad_error = compare_with_jax(freeze(network, state, key_check, True), softmax_cross_entropy, params, *batch)
         print(f"gradient check (float64, one batch of {len(batch[0])}, train mode): "
@@ -564,12 +712,24 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
 
     # matplotlib (0.4-0.7 s to import, 0.25 s more for its first figure) warms up in a thread
     # while training runs in XLA, without the GIL
+    def checkpoint(result):
+        history = prior + result.history
+        save_checkpoint(out / CHECKPOINT, Checkpoint(result.params, result.state, result.opt_state, key_train,
+                                                     len(history), history, options))
+        if out / CHECKPOINT not in written:
+            written.append(out / CHECKPOINT)
+
     warm = threading.Thread(target=_warm_plotting, name="warm-plotting")
     warm.start()
-    result = fit(*fit_args, **fit_kwargs, on_epochs=progress, should_stop=lambda: stop.requested)
+    if resumed is not None:
+        bar.update(resumed.epoch)
+    result = fit(*fit_args, **fit_kwargs, on_epochs=progress, should_stop=lambda: stop.requested,
+                 on_checkpoint=checkpoint)
     bar.close()
-    history = result.history
+    history = prior + result.history
     interrupted = result.interrupted or stop.requested
+    if not result.history and resumed is not None:
+        return 130 if result.diverged_epoch is None else 1
     if not history:
         if result.diverged_epoch is not None:
             print("pure-backprop: error: training diverged in epoch 1 (a non-finite loss or parameter); "
@@ -578,18 +738,17 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
         return 130
 
     last = history[-1]
-    init = args.init or (DEFAULT_INIT[args.activation] if args.model == "mlp" else "he")
+    init = options["init"]
     metrics = {
-        "dataset": dataset.name, "model": args.model, "hidden": list(args.hidden) if args.model == "mlp" else None,
-        "activation": args.activation if args.model == "mlp" else "relu", "init": init,
-        "batchnorm": args.batchnorm, "dropout": args.dropout, "weight_decay": args.weight_decay,
-        "optimizer": args.optimizer, "lr": args.lr, "schedule": args.schedule, "batch_size": args.batch_size,
-        "augment": augment._asdict() if augment else None,
+        **{k: options[k] for k in ("dataset", "model", "hidden", "activation", "init", "batchnorm", "dropout",
+                                   "weight_decay", "optimizer", "lr", "schedule", "batch_size", "augment",
+                                   "validation", "image_shape", "num_classes", "data_dir")},
         "train_samples": len(dataset.x_train),
         "validation_samples": 0 if dataset.x_val is None else len(dataset.x_val),
         "test_samples": len(dataset.x_test),
         "epochs": len(history), "epochs_requested": args.epochs, "seed": args.seed, "interrupted": interrupted,
-        "diverged_epoch": result.diverged_epoch,
+        "diverged_epoch": result.diverged_epoch, "resumed_from_epoch": resumed and resumed.epoch,
+        "checkpoint_every": checkpoint_every,
         "train_accuracy": last["train_accuracy"], "val_accuracy": last.get("val_accuracy"),
         "test_accuracy": last["test_accuracy"],
         "grad_check_max_rel_error": grad_error, "seconds": time.perf_counter() - start,
@@ -598,6 +757,7 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
     arrays = {**as_numpy_tree(result.params, "params"), **as_numpy_tree(result.state, "state")}
     _write_atomic(out / "params.npz", lambda tmp: np.savez(open(tmp, "wb"), **arrays))
     written.append(out / "params.npz")
+    checkpoint(result)
     what = f"hidden {list(args.hidden)} {args.activation}" if args.model == "mlp" else args.model
     title = (f"{dataset.name}: {what}, init {init}"
              f"{', batchnorm' if args.batchnorm else ''}{f', dropout {args.dropout}' if args.dropout else ''}"
@@ -694,6 +854,71 @@ def _plot(history, path, title):
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.84, wspace=0.22)
     fig.savefig(path, format="png", dpi=100)
     return fig
+
+
+# --- predict and evaluate ------------------------------------------------------------------
+
+
+def _load_run(folder):
+    from .runs import RunError, load_run
+
+    try:
+        return load_run(folder)
+    except RunError as e:
+        raise UsageError(str(e)) from None
+
+
+def predict_command(args) -> int:
+    """``pure-backprop predict RUN FILE...``: every file read first (a bad one stops the command
+    before any output), then one line per image, or one JSON list with ``--json``."""
+    import numpy as np
+
+    from .runs import RunError, predict, read_images
+
+    run = _load_run(args.run)
+    try:
+        files = [(name, read_images(name, run.options)) for name in args.files]
+    except RunError as e:
+        raise UsageError(str(e)) from None
+    rows = []
+    for name, images in files:
+        for i, p in enumerate(predict(run, images)):
+            top = np.argsort(-p, kind="stable")[: args.top]
+            rows.append({"file": name, "index": i if len(images) > 1 else None, "class": int(top[0]),
+                         "top": [{"class": int(c), "probability": float(p[c])} for c in top],
+                         "probabilities": [float(v) for v in p]})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    for row in rows:
+        where = row["file"] if row["index"] is None else f"{row['file']}[{row['index']}]"
+        top = ", ".join(f"{t['class']}: {t['probability']:.3f}" for t in row["top"])
+        print(f"{where}: {row['class']}  ({top})")
+    return 0
+
+
+def evaluate_command(args) -> int:
+    """``pure-backprop evaluate RUN``: the loss and accuracy on a split, the run's test split by default."""
+    from .data import DataError
+    from .runs import evaluate, run_dataset
+
+    run = _load_run(args.run)
+    name = args.dataset or run.options["dataset"]
+    try:
+        dataset = run_dataset(run._replace(options={**run.options, "dataset": name}), args.data_dir)
+    except DataError as e:
+        raise UsageError(str(e)) from None
+    if tuple(dataset.image_shape) != tuple(run.options["image_shape"]):
+        raise UsageError(f"{args.run} takes {run.options['image_shape'][0]}x{run.options['image_shape'][1]} images; "
+                         f"{name}'s are {dataset.image_shape[0]}x{dataset.image_shape[1]}")
+    x, y = {"train": (dataset.x_train, dataset.y_train), "val": (dataset.x_val, dataset.y_val),
+            "test": (dataset.x_test, dataset.y_test)}[args.split]
+    if x is None:
+        raise UsageError(f"{args.run} was trained with no validation split (--validation 0); choose --split "
+                         f"train or test")
+    loss, accuracy = evaluate(run, x, y)
+    print(f"{args.run}: {name} {args.split} split, {len(y)} images: loss {loss:.4f}  accuracy {accuracy:.4f}")
+    return 0
 
 
 # --- check ---------------------------------------------------------------------------------

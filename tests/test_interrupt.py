@@ -169,7 +169,7 @@ def _check_written(run, out: Path):
         assert not out.exists(), f"said nothing was written, but {out} exists: {list(out.iterdir())}"
         return set()
     written = [Path(p) for p in report[1].split(", ")]
-    assert {p.name for p in written} == {"params.npz", "curves.png", "metrics.json"}, report[1]
+    assert {p.name for p in written} == {"params.npz", "curves.png", "metrics.json", "checkpoint.npz"}, report[1]
     for path in written:
         assert path.parent == out and path.is_file(), f"said it wrote {path}, which does not exist"
 
@@ -182,6 +182,10 @@ def _check_written(run, out: Path):
         assert arrays.files and all(np.isfinite(arrays[name]).all() for name in arrays.files)
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in out.iterdir() if p.suffix == ".tmp"], "a temporary file was left behind"
+    from pure_backprop.runs import load_checkpoint
+
+    checkpoint = load_checkpoint(out / "checkpoint.npz")[0]  # whole, and where the run stopped: it resumes from there
+    assert checkpoint.epoch == metrics["epochs"] and checkpoint.history == metrics["history"]
     return {p.name for p in written}
 
 
