@@ -640,7 +640,8 @@ def check_function(f, *args, reference=None, argnums=None, mode: str = "fast", s
     leaf of those (a ``jax.Array``, NumPy array or scalar) is promoted to float64 and checked, its row
     named by its path (``args[0]['W']``). Everything else is passed to ``f`` as it is: integer and
     boolean arrays, strings, Python numbers (a Python float is a constant: pass ``jnp.asarray(v)`` to
-    check its gradient). Floating arrays of the other arguments are promoted to float64 too. The
+    check its gradient). Floating arrays of the other arguments are promoted to float64 too (leave
+    out of ``argnums`` a floating array that a ``custom_vjp`` takes in its ``nondiff_argnums``). The
     settings are those of ``check``; ``name`` defaults to ``f.__name__``. Raises ``ValueError`` for a
     setting out of range, an ``f`` or ``reference`` that is not callable, bad ``argnums``, a complex
     leaf to differentiate, nothing to differentiate, an output that is not floating, is not float64
