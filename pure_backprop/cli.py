@@ -650,8 +650,8 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
     from .core import freeze, lift
     from .gradcheck import ONE_OFF, compare_with_jax
     from .layers import softmax_cross_entropy
-    from .runs import CHECKPOINT, Checkpoint, save_checkpoint
-    from .train import OPTIMIZERS, as_numpy_tree, compile_fit, fit, learning_rate, updates
+    from .runs import CHECKPOINT, Checkpoint, optimizer_for, save_checkpoint
+    from .train import as_numpy_tree, compile_fit, fit
 
     start = time.perf_counter()
     network, sample_shape = _network(options)
@@ -668,8 +668,7 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
     # its compilation starts before init runs (the same shapes and dtypes, the same program).
     placeholders = jax.tree_util.tree_map(lambda s: jax.device_put(np.zeros(s.shape, s.dtype)),
                                           jax.eval_shape(init, args.seed))
-    steps = updates(len(dataset.x_train), args.batch_size, args.epochs)
-    optimizer = OPTIMIZERS[args.optimizer](learning_rate(args.lr, args.schedule, steps))
+    optimizer = optimizer_for(options)
     augment = Affine() if args.augment == "affine" else None
     splits = {"train": (dataset.x_train, dataset.y_train)}
     if dataset.x_val is not None:

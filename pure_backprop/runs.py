@@ -44,6 +44,7 @@ manifest says what a file holds without loading it.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -63,6 +64,7 @@ RUN_OPTIONS = ("dataset", "model", "hidden", "activation", "init", "batchnorm", 
                "optimizer", "lr", "schedule", "batch_size", "augment", "validation", "seed")
 IMAGE_SHAPES = {"digits": (8, 8), "mnist": (28, 28)}  # runs written before image_shape was recorded
 PIXEL_RANGE = {"digits": 16, "mnist": 255}  # the integer pixel values each dataset scales to [0, 1]
+EVAL_BATCH = 500  # predict and evaluate run batches of max(batch_size, EVAL_BATCH), as pure-backprop train evaluates
 
 
 class RunError(ValueError):
@@ -151,7 +153,8 @@ def _templates(options, where):
 
     try:
         network, sample = network_for(options)
-        params, state, _ = jax.eval_shape(lambda: lift(network).init(jax.random.PRNGKey(0), (-1, *sample)))
+        key = jax.ShapeDtypeStruct((2,), np.uint32)  # a jax.random.PRNGKey's shape and dtype
+        params, state, _ = jax.eval_shape(lambda k: lift(network).init(k, (-1, *sample)), key)
         opt_state = jax.eval_shape(optimizer_for(options).init, params)
     except (ValueError, TypeError, KeyError) as e:
         raise RunError(f"{where}: options that build no network ({e})") from None
@@ -159,12 +162,9 @@ def _templates(options, where):
 
 
 def different_options(options: dict, other: dict) -> list[str]:
-    """The names of ``RUN_OPTIONS`` whose values differ between two runs' options."""
-    return [k for k in RUN_OPTIONS if _comparable(options.get(k)) != _comparable(other.get(k))]
-
-
-def _comparable(value):
-    return list(value) if isinstance(value, tuple) else value
+    """The names of ``RUN_OPTIONS`` whose values differ between two runs' options (JSON values:
+    lists, not tuples)."""
+    return [k for k in RUN_OPTIONS if options[k] != other[k]]
 
 
 # --- trees as named arrays ---------------------------------------------------------------
@@ -177,8 +177,8 @@ def _tree_from_arrays(arrays: dict, prefix: str, like, where):
 
     from .train import as_numpy_tree
 
-    paths = jax.tree_util.tree_flatten_with_path(like)[0]
-    names = list(as_numpy_tree(jax.tree_util.tree_map(lambda s: np.zeros(0), like), prefix))
+    specs = jax.tree_util.tree_leaves(like)
+    names = list(as_numpy_tree(like, prefix))  # the names only: each leaf a shape and dtype
     given = sorted(k for k in arrays if k.startswith(prefix + "/"))
     if sorted(names) != given:
         missing, extra = sorted(set(names) - set(given)), sorted(set(given) - set(names))
@@ -186,7 +186,7 @@ def _tree_from_arrays(arrays: dict, prefix: str, like, where):
                        + "; ".join(f"{what} {', '.join(keys)}" for what, keys in
                                    (("missing", missing), ("unexpected", extra)) if keys))
     leaves = []
-    for name, (_, spec) in zip(names, paths):
+    for name, spec in zip(names, specs):
         array = arrays[name]
         if array.shape != spec.shape or array.dtype != spec.dtype:
             raise RunError(f"{where}: {name} is {array.dtype} {array.shape}, but the network of the run's options "
@@ -201,10 +201,10 @@ def _tree_from_arrays(arrays: dict, prefix: str, like, where):
 def _digest(manifest: dict, arrays: dict) -> str:
     content = {k: v for k, v in manifest.items() if k != "sha256"}
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode())
-    for entry in manifest["arrays"]:  # each array's own key, dtype and shape, then its bytes
+    for entry in manifest["arrays"]:  # each array's own dtype and shape, then its bytes (in C order)
         array = arrays[entry["key"]]
-        digest.update(repr((entry["key"], array.dtype.str, array.shape)).encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
+        digest.update(repr((array.dtype.str, array.shape)).encode())
+        digest.update(array.tobytes())
     return digest.hexdigest()
 
 
@@ -225,7 +225,7 @@ def save_checkpoint(path, checkpoint: Checkpoint) -> Path:
               **{f"history/{f}": np.array([r[f] for r in checkpoint.history],
                                           np.int64 if f == "epoch" else np.float64) for f in fields}}
     manifest = {"format": FORMAT, "version": VERSION, "epoch": int(checkpoint.epoch),
-                "options": _comparable_options(checkpoint.options),
+                "options": checkpoint.options,
                 "trees": {name: str(jax.tree_util.tree_structure(tree)) for name, tree in
                           (("params", checkpoint.params), ("state", checkpoint.state),
                            ("opt_state", checkpoint.opt_state))},
@@ -234,20 +234,17 @@ def save_checkpoint(path, checkpoint: Checkpoint) -> Path:
     manifest["sha256"] = _digest(manifest, arrays)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as file, zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
-            archive.writestr(MANIFEST, json.dumps(manifest, indent=1))
+        with os.fdopen(fd, "wb") as file, zipfile.ZipFile(file, "w") as archive:
+            archive.writestr(MANIFEST, json.dumps(manifest))
             for k, a in arrays.items():
-                with archive.open(k + ".npy", "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, a, allow_pickle=False)
+                member = io.BytesIO()
+                np.lib.format.write_array(member, a, allow_pickle=False)
+                archive.writestr(k + ".npy", member.getvalue())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
-
-
-def _comparable_options(options: dict) -> dict:
-    return {k: _comparable(v) for k, v in options.items()}
 
 
 def load_checkpoint(path) -> tuple[Checkpoint, Any]:
@@ -276,7 +273,7 @@ def load_checkpoint(path) -> tuple[Checkpoint, Any]:
                   and _digest(manifest, arrays) == manifest["sha256"])
         epoch, fields = manifest["epoch"], manifest["history"]
         intact = intact and all(arrays[f"history/{f}"].shape == (epoch,) for f in fields)
-    except (KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError):
         intact = False
     if not intact:
         raise RunError(f"{path}: the arrays do not match the manifest's sha256: the file was changed or damaged")
@@ -353,7 +350,7 @@ def _samples(run: Run, x):
 
     sample = network_for(run.options)[1]
     x = jnp.asarray(x)
-    if x.ndim < 1 or math.prod(x.shape[1:]) != math.prod(sample):
+    if x.ndim < 1 or len(x) == 0 or math.prod(x.shape[1:]) != math.prod(sample):
         raise ValueError(f"the run's network takes samples of {math.prod(sample)} values "
                          f"({' x '.join(map(str, run.options['image_shape']))} images), got an array of shape {x.shape}")
     return x.reshape((-1, *sample))
@@ -368,12 +365,9 @@ def predict(run: Run, x) -> np.ndarray:
     from .core import predict as scores
 
     x = _samples(run, x)
-    size = max(run.options["batch_size"], 500)
+    size = max(run.options["batch_size"], EVAL_BATCH)
     forward = jax.jit(lambda xb: jax.nn.softmax(scores(run.network, run.params, xb, run.state), axis=-1))
-    pad = (-len(x)) % size
-    padded = np.concatenate([np.asarray(x), np.zeros((pad, *x.shape[1:]), x.dtype)])
-    out = [np.asarray(forward(padded[i:i + size])) for i in range(0, len(padded), size)]
-    return np.concatenate(out)[: len(x)]
+    return np.concatenate([np.asarray(forward(x[i:i + size])) for i in range(0, len(x), size)])
 
 
 def evaluate(run: Run, x, labels) -> tuple[float, float]:
@@ -385,7 +379,7 @@ def evaluate(run: Run, x, labels) -> tuple[float, float]:
     from .layers import softmax_cross_entropy
     from .train import make_evaluate
 
-    evaluate_fn = make_evaluate(run.network, softmax_cross_entropy, max(run.options["batch_size"], 500))
+    evaluate_fn = make_evaluate(run.network, softmax_cross_entropy, max(run.options["batch_size"], EVAL_BATCH))
     x, labels = _samples(run, x), jnp.asarray(labels)
     args = (run.params, run.state) if isinstance(run.network, StatefulLayer) else (run.params,)
     loss, accuracy = evaluate_fn(*args, x, labels)
@@ -414,14 +408,14 @@ def read_images(path, options: dict) -> np.ndarray:
     path = Path(path)
     shape = tuple(options["image_shape"])
     try:
-        head = path.read_bytes()[:8]
+        raw = path.read_bytes()
     except OSError as e:
         raise RunError(f"{path}: cannot read ({e.strerror or e})") from None
-    if head.startswith((b"\x89PNG", b"\xff\xd8")):
-        images = _read_picture(path)[None]
+    if raw.startswith((b"\x89PNG", b"\xff\xd8")):
+        images = _read_picture(path, raw)[None]
     else:
-        images = _scaled(_read_array(path, head), path, options["dataset"])
-        if images.ndim == 1 or (images.ndim == 2 and images.shape[1] == math.prod(shape) and images.shape != shape):
+        images = _scaled(_read_array(path, raw), path, options["dataset"])
+        if images.ndim == 1 or (images.ndim == 2 and images.shape[1] == math.prod(shape)):
             images = images.reshape(-1, *shape)
         elif images.ndim == 2:
             images = images[None]
@@ -431,11 +425,11 @@ def read_images(path, options: dict) -> np.ndarray:
     return np.stack([_resized(image, shape) for image in images]).astype(np.float32)
 
 
-def _read_picture(path: Path) -> np.ndarray:
+def _read_picture(path: Path, raw: bytes) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(raw)) as image:
             image = image.convert("RGBA")
             white = Image.new("RGBA", image.size, (255, 255, 255, 255))
             gray = np.asarray(Image.alpha_composite(white, image).convert("L"), np.float32) / 255
@@ -445,12 +439,12 @@ def _read_picture(path: Path) -> np.ndarray:
     return 1 - gray if border.mean() > 0.5 else gray
 
 
-def _read_array(path: Path, head: bytes) -> np.ndarray:
+def _read_array(path: Path, raw: bytes) -> np.ndarray:
     from .data import DataError, read_idx
 
-    if head.startswith(b"\x93NUMPY"):
+    if raw.startswith(b"\x93NUMPY"):
         try:
-            return np.load(path, allow_pickle=False)
+            return np.load(io.BytesIO(raw), allow_pickle=False)
         except (OSError, ValueError, EOFError) as e:
             raise RunError(f"{path}: not a readable .npy array ({e})") from None
     try:

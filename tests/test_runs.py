@@ -13,6 +13,7 @@ import json
 import shutil
 import struct
 import zipfile
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +25,7 @@ from PIL import Image
 from pure_backprop import runs, train
 from pure_backprop.augment import affine_augmenter
 from pure_backprop.cli import main
-from pure_backprop.core import lift
+from pure_backprop.core import StatefulLayer, lift
 from pure_backprop.data import load_digits
 from pure_backprop.layers import softmax_cross_entropy
 from pure_backprop.network import mlp
@@ -146,7 +147,11 @@ def test_a_checkpoint_reads_back_exactly_what_was_written(tmp_path):
             "history/batch_loss.npy"} <= set(names)
     assert {"key": "params/0/W", "dtype": "<f4", "shape": [64, 4]} in manifest["arrays"]
     assert manifest["history"] == ["epoch", "batch_loss", "test_accuracy"]
-    assert "ScaleByAdamState" in manifest["trees"]["opt_state"] and len(manifest["sha256"]) == 64
+    assert {"key": "history/epoch", "dtype": "<i8", "shape": [2]} in manifest["arrays"]
+    assert all(type(r["epoch"]) is int and type(r["batch_loss"]) is float for r in read.history)
+    assert set(manifest["trees"]) == {"params", "state", "opt_state"} and len(manifest["sha256"]) == 64
+    assert "ScaleByAdamState" in manifest["trees"]["opt_state"] and "'gamma'" in manifest["trees"]["params"]
+    assert "'mean'" in manifest["trees"]["state"]
     # a typed key is stored as its data; a run of no epoch has an empty history
     empty = runs.save_checkpoint(tmp_path / "typed.npz", _checkpoint(epoch=0)._replace(key=jax.random.key(7)))
     again = runs.load_checkpoint(empty)[0]
@@ -206,6 +211,12 @@ DAMAGE = {
     "an added array": (lambda p: _append(p, "x.npy", _npy(np.ones(2))), r"the arrays do not match the manifest's sha256"),
     "a manifest without its hash": (lambda p: _rewrite(p, _edit_manifest(lambda m: m.pop("sha256"))),
                                     r"the arrays do not match the manifest's sha256"),
+    "a manifest whose arrays are a number": (lambda p: _rewrite(p, _edit_manifest(lambda m: m.update(arrays=5))),
+                                              r"the arrays do not match the manifest's sha256"),
+    "a weight of another shape, same bytes": (
+        lambda p: _rewrite(p, lambda n, r: _npy(np.load(__import__("io").BytesIO(r)).reshape(4, 64))
+                           if n == "params/0/W.npy" else r), r"the arrays do not match the manifest's sha256"),
+    "a folder": (lambda p: (p.unlink(), p.mkdir()), r"not a readable checkpoint, truncated or damaged \(\[Errno 21\]"),
     "a manifest without its arrays": (lambda p: _rewrite(p, _edit_manifest(lambda m: m.pop("arrays"))),
                                       r"the arrays do not match the manifest's sha256"),
     "no manifest": (lambda p: _rewrite(p, lambda n, r: None if n == "manifest.json" else r),
@@ -255,6 +266,9 @@ def _resigned(path, edit):
      r"params/1/gamma, params/4/W, params/4/b$"),
     (lambda m, a: a.pop("state/1/mean"), r"not the state of this network: missing state/1/mean$"),
     (lambda m, a: a.update({"opt_state/9": np.zeros(1)}), r"not the opt_state of this network: unexpected opt_state/9$"),
+    (lambda m, a: m["options"].update(hidden=None), r"options that build no network \('NoneType' object is not "
+                                                   r"iterable\)"),
+    (lambda m, a: m["options"].update(optimizer="lbfgs"), r"options that build no network \('lbfgs'\)"),
     (lambda m, a: m["options"].update(model="resnet"),
      r"options that build no network \(model must be mlp, convnet or deepconvnet, got 'resnet'\)"),
     (lambda m, a: m["options"].pop("seed"), r"not the options of a run: seed missing"),
@@ -266,6 +280,23 @@ def test_a_consistent_checkpoint_of_another_network_is_refused(edit, message, tm
     _resigned(path, edit)
     with pytest.raises(RunError, match=rf"^{path}: {message}"):
         runs.load_checkpoint(path)
+
+
+def test_the_manifest_hash_does_not_depend_on_the_order_of_its_keys(tmp_path):
+    path = runs.save_checkpoint(tmp_path / "checkpoint.npz", _checkpoint())
+    _rewrite(path, lambda n, r: json.dumps(dict(reversed(json.loads(r).items()))).encode() if n == "manifest.json"
+             else r)
+    assert runs.load_checkpoint(path)[0].epoch == 2
+
+
+def test_a_checkpoint_is_written_beside_its_place_and_renamed_into_it(tmp_path, monkeypatch):
+    renamed = []
+    real = runs.os.replace
+    monkeypatch.setattr(runs.os, "replace", lambda a, b: (renamed.append((a, b)), real(a, b)))
+    runs.save_checkpoint(tmp_path / "checkpoint.npz", _checkpoint())
+    (source, target), = renamed
+    assert Path(source).parent == tmp_path and Path(source).name.startswith("checkpoint.npz")
+    assert Path(source).name.endswith(".tmp") and Path(target) == tmp_path / "checkpoint.npz"
 
 
 def test_a_failed_write_keeps_the_previous_checkpoint_and_leaves_no_temporary_file(tmp_path):
@@ -310,7 +341,52 @@ def test_a_run_written_before_checkpoints_loads_from_metrics_and_params(tmp_path
     np.testing.assert_array_equal(runs.predict(run, data.x_test[:5].reshape(5, 8, 8)), probabilities[:5])
 
 
-def test_mnist_options_fill_their_image_shape_and_data_folder(tmp_path):
+def test_a_plain_network_loads_predicts_and_evaluates_from_its_checkpoint(tmp_path):
+    options = dict(OPTIONS, batchnorm=False, dropout=0.0, validation=0.0)
+    written = _checkpoint(options)
+    (tmp_path / "run").mkdir()
+    runs.save_checkpoint(tmp_path / "run" / "checkpoint.npz", written)
+    run = runs.load_run(tmp_path / "run")
+    assert run.state == () and _leaves_equal(run.params, written.params)
+    data = runs.run_dataset(run)
+    assert data.x_val is None and len(data.x_train) == 1437
+    one = runs.predict(run, data.x_test[:1])
+    scores = run.network.forward(run.params, jnp.asarray(data.x_test[:1]))[0]
+    np.testing.assert_allclose(one, jax.nn.softmax(scores, axis=-1), rtol=1e-6)
+    loss, accuracy = runs.evaluate(run, data.x_test, data.y_test)
+    assert round(accuracy * 360) == np.sum(runs.predict(run, data.x_test).argmax(axis=1) == data.y_test)
+    for x in (np.float32(0), np.zeros((0, 64), np.float32)):
+        with pytest.raises(ValueError, match=r"takes samples of 64 values \(8 x 8 images\), got an array of shape "
+                                             + __import__("re").escape(str(np.shape(x))) + "$"):
+            runs.predict(run, x)
+
+
+@pytest.mark.parametrize("model,shape,first,dense", [
+    ("mlp", (8, 8), (64, 4), None),
+    ("convnet", (8, 8), (30, 1, 5, 5), (30 * 4 * 4, 100)),  # padding 2 keeps 8x8, pooled to 4x4
+    ("convnet", (28, 28), (30, 1, 5, 5), (30 * 12 * 12, 100)),  # unpadded as the book: 24x24, pooled to 12x12
+    ("deepconvnet", (8, 8), (16, 1, 3, 3), (64 * 1 * 1, 50)),
+    ("deepconvnet", (28, 28), (16, 1, 3, 3), (64 * 4 * 4, 50)),  # the book's paddings (1, 1, 1, 2, 1, 1)
+])
+def test_the_network_of_a_runs_options(model, shape, first, dense):
+    options = dict(OPTIONS, model=model, image_shape=list(shape), batchnorm=False, dropout=0.5)
+    network, sample = runs.network_for(options)
+    assert sample == ((64,) if model == "mlp" else (1, *shape))
+    params, state, _ = jax.eval_shape(lambda: lift(network).init(jax.random.PRNGKey(0), (-1, *sample)))
+    shapes = [p["W"].shape for p in params if isinstance(p, dict) and "W" in p]
+    assert shapes[0] == first and (dense is None or dense in shapes)
+    assert isinstance(network, StatefulLayer) == (model != "convnet")  # the options' dropout 0.5 (the convnet has none)
+    if model == "deepconvnet" and shape == (8, 8):  # a dropout of 0 drops nothing, in train mode too
+        still, _ = runs.network_for(dict(options, dropout=0.0))
+        params, state, _ = still.init(jax.random.PRNGKey(0), (-1, *sample))
+        x = jax.random.uniform(jax.random.PRNGKey(1), (2, *sample))
+        np.testing.assert_array_equal(still.forward(params, state, x, jax.random.PRNGKey(2), True)[0],
+                                      still.forward(params, state, x, None, False)[0])
+    with pytest.raises(ValueError, match=r"^deepconvnet needs images of at least 8x8 pixels, got \(4, 7\)$"):
+        runs.network_for(dict(options, model="deepconvnet", image_shape=[4, 7]))
+
+
+def test_mnist_options_fill_their_image_shape_and_data_folder(tmp_path, monkeypatch):
     options = runs.run_options({**OPTIONS, "dataset": "mnist", "image_shape": None, "data_dir": "d/m"}, "here")
     assert options["image_shape"] == (28, 28) and options["data_dir"] == "d/m"
     from test_data_cli import write_mnist
@@ -320,6 +396,9 @@ def test_mnist_options_fill_their_image_shape_and_data_folder(tmp_path):
     data = runs.run_dataset(run)
     assert (len(data.x_train), len(data.x_val), len(data.x_test), data.image_shape) == (150, 50, 10, (4, 4))
     assert len(runs.run_dataset(run._replace(options={**run.options, "data_dir": None}), tmp_path / "mnist").x_test) == 10
+    monkeypatch.chdir(tmp_path)  # with no folder given or recorded: data/mnist
+    with pytest.raises(__import__("pure_backprop").data.DataError, match=r"^data/mnist: data folder does not exist"):
+        runs.run_dataset(run._replace(options={**run.options, "data_dir": None}))
 
 
 @pytest.mark.parametrize("setup,message", [
@@ -388,8 +467,26 @@ def test_images_files_arrays_and_idx_become_the_runs_inputs(tmp_path):
     idx = struct.pack(">BBBB", 0, 0, 8, 3) + struct.pack(">3I", 2, 8, 8) + np.stack([counts] * 2).tobytes()
     (tmp_path / "images-idx3-ubyte.gz").write_bytes(gzip.compress(idx))
     np.testing.assert_allclose(runs.read_images(tmp_path / "images-idx3-ubyte.gz", options), [image] * 2, atol=1e-6)
+    wide = np.kron(np.arange(24, dtype=np.float32).reshape(4, 6) / 24, np.ones((2, 2), np.float32))  # 8x12
+    np.save(tmp_path / "wide.npy", wide)  # resized to a run's 4x6: each 2x2 block averaged
+    np.testing.assert_allclose(runs.read_images(tmp_path / "wide.npy", dict(options, image_shape=(4, 6))),
+                               [np.arange(24).reshape(4, 6) / 24], atol=1e-6)
     mnist = dict(options, dataset="mnist")  # an MNIST run scales integers from 0..255
     np.testing.assert_allclose(runs.read_images(tmp_path / "counts.npy", mnist), counts[None] / 255, atol=1e-7)
+
+
+def test_a_picture_is_inverted_when_its_outermost_pixels_are_light(tmp_path):
+    options = dict(OPTIONS, image_shape=(10, 10))
+    ring = np.zeros((10, 10), np.uint8)
+    ring[0], ring[-1], ring[:, 0], ring[:, -1] = 153, 153, 153, 153  # 0.6 on the border, dark inside
+    read = runs.read_images(_png(tmp_path / "ring.png", ring), options)[0]
+    np.testing.assert_allclose(read, 1 - ring / 255, atol=1e-6)  # the border alone decides: light, so inverted
+    for value, inverted in ((128, True), (127, False)):  # the border's mean against one half
+        read = runs.read_images(_png(tmp_path / f"{value}.png", np.full((10, 10), value, np.uint8)), options)[0]
+        np.testing.assert_allclose(read, 1 - value / 255 if inverted else value / 255, atol=1e-6)
+    checker = np.array([[255, 0], [0, 255]], np.uint8)  # a border of mean exactly 0.5: kept as it is
+    np.testing.assert_allclose(runs.read_images(_png(tmp_path / "checker.png", checker),
+                                                dict(OPTIONS, image_shape=(2, 2)))[0], checker / 255)
 
 
 @pytest.mark.parametrize("name,content,message", [
