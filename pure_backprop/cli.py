@@ -727,12 +727,10 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
     bar.close()
     history = prior + result.history
     interrupted = result.interrupted or stop.requested
-    if not result.history and resumed is not None:
-        return 130 if result.diverged_epoch is None else 1
-    if not history:
+    if not result.history:  # no epoch finished: the run folder stays as it was
         if result.diverged_epoch is not None:
-            print("pure-backprop: error: training diverged in epoch 1 (a non-finite loss or parameter); "
-                  "nothing written; try a smaller --lr", file=sys.stderr)
+            print(f"pure-backprop: error: training diverged in epoch {result.diverged_epoch} (a non-finite loss or "
+                  f"parameter); nothing written; try a smaller --lr", file=sys.stderr)
             return 1
         return 130
 

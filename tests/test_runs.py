@@ -28,7 +28,7 @@ from pure_backprop.cli import main
 from pure_backprop.core import StatefulLayer, lift
 from pure_backprop.data import load_digits
 from pure_backprop.layers import softmax_cross_entropy
-from pure_backprop.network import mlp
+from pure_backprop.network import deep_conv_net, mlp, simple_conv_net
 from pure_backprop.runs import Checkpoint, RunError
 
 OPTIONS = {"dataset": "digits", "model": "mlp", "hidden": [4], "activation": "relu", "init": "he", "batchnorm": True,
@@ -355,33 +355,33 @@ def test_a_plain_network_loads_predicts_and_evaluates_from_its_checkpoint(tmp_pa
     np.testing.assert_allclose(one, jax.nn.softmax(scores, axis=-1), rtol=1e-6)
     loss, accuracy = runs.evaluate(run, data.x_test, data.y_test)
     assert round(accuracy * 360) == np.sum(runs.predict(run, data.x_test).argmax(axis=1) == data.y_test)
+    # as training evaluates: batches of max(batch_size, 500), the last padded
+    trained = train.make_evaluate(run.network, softmax_cross_entropy, 500)(run.params, data.x_train, data.y_train)
+    assert runs.evaluate(run, data.x_train, data.y_train) == tuple(float(v) for v in trained)
     for x in (np.float32(0), np.zeros((0, 64), np.float32)):
         with pytest.raises(ValueError, match=r"takes samples of 64 values \(8 x 8 images\), got an array of shape "
                                              + __import__("re").escape(str(np.shape(x))) + "$"):
             runs.predict(run, x)
 
 
-@pytest.mark.parametrize("model,shape,first,dense", [
-    ("mlp", (8, 8), (64, 4), None),
-    ("convnet", (8, 8), (30, 1, 5, 5), (30 * 4 * 4, 100)),  # padding 2 keeps 8x8, pooled to 4x4
-    ("convnet", (28, 28), (30, 1, 5, 5), (30 * 12 * 12, 100)),  # unpadded as the book: 24x24, pooled to 12x12
-    ("deepconvnet", (8, 8), (16, 1, 3, 3), (64 * 1 * 1, 50)),
-    ("deepconvnet", (28, 28), (16, 1, 3, 3), (64 * 4 * 4, 50)),  # the book's paddings (1, 1, 1, 2, 1, 1)
+@pytest.mark.parametrize("model,shape,expected", [
+    ("mlp", (8, 8), lambda: (mlp((4,), 7, "tanh", init="book", batchnorm=True, drop_rate=0.3), (64,))),
+    ("convnet", (8, 8), lambda: (simple_conv_net(7, init="book", padding=2), (1, 8, 8))),  # 8x8 kept
+    ("convnet", (28, 28), lambda: (simple_conv_net(7, init="book", padding=0), (1, 28, 28))),  # the book's
+    ("deepconvnet", (8, 8), lambda: (deep_conv_net(7, drop_rate=0.3), (1, 8, 8))),
+    ("deepconvnet", (28, 28), lambda: (deep_conv_net(7, paddings=(1, 1, 1, 2, 1, 1), drop_rate=0.3), (1, 28, 28))),
 ])
-def test_the_network_of_a_runs_options(model, shape, first, dense):
-    options = dict(OPTIONS, model=model, image_shape=list(shape), batchnorm=False, dropout=0.5)
+def test_the_network_of_a_runs_options_is_the_one_training_built(model, shape, expected):
+    options = dict(OPTIONS, model=model, image_shape=list(shape), activation="tanh", init="book", dropout=0.3,
+                   num_classes=7)
     network, sample = runs.network_for(options)
-    assert sample == ((64,) if model == "mlp" else (1, *shape))
-    params, state, _ = jax.eval_shape(lambda: lift(network).init(jax.random.PRNGKey(0), (-1, *sample)))
-    shapes = [p["W"].shape for p in params if isinstance(p, dict) and "W" in p]
-    assert shapes[0] == first and (dense is None or dense in shapes)
-    assert isinstance(network, StatefulLayer) == (model != "convnet")  # the options' dropout 0.5 (the convnet has none)
-    if model == "deepconvnet" and shape == (8, 8):  # a dropout of 0 drops nothing, in train mode too
-        still, _ = runs.network_for(dict(options, dropout=0.0))
-        params, state, _ = still.init(jax.random.PRNGKey(0), (-1, *sample))
-        x = jax.random.uniform(jax.random.PRNGKey(1), (2, *sample))
-        np.testing.assert_array_equal(still.forward(params, state, x, jax.random.PRNGKey(2), True)[0],
-                                      still.forward(params, state, x, None, False)[0])
+    want, want_sample = expected()
+    assert sample == want_sample
+    built = [lift(net).init(jax.random.PRNGKey(0), (-1, *sample))[:2] for net in (network, want)]
+    assert _leaves_equal(*built)  # the same layers, shapes and initialization
+    x = jax.random.uniform(jax.random.PRNGKey(1), (2, *sample))
+    outputs = [lift(net).forward(*init, x, jax.random.PRNGKey(2), True)[0] for net, init in zip((network, want), built)]
+    np.testing.assert_array_equal(*outputs)  # the same activation and dropout rate
     with pytest.raises(ValueError, match=r"^deepconvnet needs images of at least 8x8 pixels, got \(4, 7\)$"):
         runs.network_for(dict(options, model="deepconvnet", image_shape=[4, 7]))
 
@@ -453,7 +453,9 @@ def test_images_files_arrays_and_idx_become_the_runs_inputs(tmp_path):
     rgba = np.zeros((32, 32, 4), np.uint8)
     rgba[..., 3] = ink  # black ink on a transparent ground: white where transparent
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
-    np.testing.assert_allclose(runs.read_images(tmp_path / "rgba.png", options), expected[None], atol=1.01 / 255)
+    read = runs.read_images(tmp_path / "rgba.png", options)[0]
+    np.testing.assert_allclose(read, expected, atol=1.01 / 255)  # Pillow's compositing rounds
+    assert np.all(read[expected == 0] == 0)  # the transparent ground is white: 0 once inverted
     Image.fromarray(255 - ink).save(tmp_path / "dark.jpg", quality=95)
     assert np.abs(runs.read_images(tmp_path / "dark.jpg", options) - expected).max() < 0.05
     assert runs.read_images(tmp_path / "dark.jpg", options).dtype == np.float32
