@@ -609,8 +609,10 @@ def _resume(args):
         raise UsageError(f"--resume {folder}: the run has trained {checkpoint.epoch} epochs; give --epochs above "
                          f"{checkpoint.epoch} to train it further")
     if run["schedule"] == "cosine" and epochs != run["epochs"]:
+        fix = ("leave --epochs out to finish them" if checkpoint.epoch < run["epochs"] else
+               f"train a new run with --epochs {epochs} instead")
         raise UsageError(f"--resume {folder}: --epochs {epochs} would change the run: its cosine schedule spans "
-                         f"the {run['epochs']} epochs it started with; leave --epochs out to finish them")
+                         f"the {run['epochs']} epochs it started with; {fix}")
     mlp, deep = run["model"] == "mlp", run["model"] == "deepconvnet"
     for name in RUN_OPTIONS:
         setattr(args, name, run[name])

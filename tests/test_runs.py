@@ -682,6 +682,10 @@ def test_cli_a_cosine_run_resumes_only_to_the_epochs_its_schedule_spans(epochs, 
     assert capsys.readouterr().err == (f"pure-backprop: error: --resume {folder}: --epochs {epochs} would change the "
                                        f"run: its cosine schedule spans the 4 epochs it started with; leave --epochs "
                                        f"out to finish them\n")
+    finished = cli_runs["conv"]  # 4 of 4 epochs
+    assert main(["train", "--resume", str(finished), "--epochs", "6"]) == 2
+    assert capsys.readouterr().err.endswith("spans the 4 epochs it started with; train a new run with --epochs 6 "
+                                            "instead\n")
 
 
 @pytest.mark.parametrize("argv,setup,message", [
