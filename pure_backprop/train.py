@@ -1,7 +1,7 @@
 """Training with the hand-written gradients: a jit-compiled step, an epoch as one compiled
 ``lax.scan`` over shuffled batches, batched evaluation over every sample, and ``fit``, the
-whole training loop (epochs, evaluation, history, stop on divergence or interrupt) that
-the command line runs.
+whole training loop (epochs, evaluation, history, stop on divergence or interrupt, checkpoints
+and continuing a run where it stopped) that the command line runs.
 
 Any ``optax.GradientTransformation`` drives the update; the gradients come from the
 hand-written backward (``loss_and_grads``), never from ``jax.grad``.
