@@ -722,3 +722,13 @@ def test_cli_evaluate_needs_a_split_the_run_has_and_images_of_its_size(cli_runs,
     folder = cli_runs["mlp"]
     assert main(["evaluate", str(folder), "--dataset", "mnist", "--data-dir", str(tmp_path / "mnist")]) == 2
     assert f"{folder} takes 8x8 images; mnist's are 4x4" in capsys.readouterr().err
+
+
+def test_cli_evaluate_refuses_the_validation_split_of_a_run_that_had_none(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    runs.save_checkpoint(tmp_path / "run" / "checkpoint.npz", _checkpoint(dict(OPTIONS, validation=0.0)))
+    assert main(["evaluate", str(tmp_path / "run"), "--split", "val"]) == 2
+    assert capsys.readouterr().err == (f"pure-backprop: error: {tmp_path / 'run'} was trained with no validation split "
+                                       f"(--validation 0); choose --split train or test\n")
+    assert main(["evaluate", str(tmp_path / "run"), "--split", "train"]) == 0
+    assert capsys.readouterr().out.startswith(f"{tmp_path / 'run'}: digits train split, 1437 images: loss ")
