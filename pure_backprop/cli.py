@@ -549,7 +549,7 @@ def _run_options(args, dataset=None) -> dict:
 
 
 def _network(options):
-    """The network of the options and the shape of one input (images as ``(1, H, W)`` for CNNs)."""
+    """The network of the options and its input shape (images as ``(-1, 1, H, W)`` for CNNs)."""
     from .runs import network_for
 
     try:
@@ -656,13 +656,13 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
     from .train import as_numpy_tree, compile_fit, fit
 
     start = time.perf_counter()
-    network, sample_shape = _network(options)
-    if sample_shape != dataset.x_train.shape[1:]:
-        dataset = dataset._replace(**{k: getattr(dataset, k).reshape((-1,) + sample_shape)
+    network, in_shape = _network(options)
+    if in_shape[1:] != dataset.x_train.shape[1:]:
+        dataset = dataset._replace(**{k: getattr(dataset, k).reshape(in_shape)
                                       for k in ("x_train", "x_val", "x_test") if getattr(dataset, k) is not None})
     def init(seed):  # one compiled program, not one per eager random draw (seconds: threefry compiles slowly)
         key_init, key_check, key_train = jax.random.split(jax.random.PRNGKey(seed), 3)
-        params, state, _ = lift(network).init(key_init, (-1,) + sample_shape)
+        params, state, _ = lift(network).init(key_init, in_shape)
         return params, state, key_check, key_train
 
     init = jax.jit(init, compiler_options=ONE_OFF)

@@ -119,21 +119,22 @@ def run_options(raw, where) -> dict:
 
 
 def network_for(options: dict):
-    """The network of a run's options and the shape of one input sample: ``(H * W,)`` for the
-    MLP, ``(1, H, W)`` for the convolutional networks (as ``pure-backprop train`` builds them)."""
+    """The network of a run's options and the shape of its input, batch axis first: ``(-1, H * W)``
+    for the MLP, ``(-1, 1, H, W)`` for the convolutional networks (as ``pure-backprop train``
+    builds them)."""
     from .network import deep_conv_net, mlp, simple_conv_net
 
     model, shape, classes = options["model"], tuple(options["image_shape"]), options["num_classes"]
     if model == "mlp":
         return mlp(tuple(options["hidden"]), classes, options["activation"], init=options["init"],
-                   batchnorm=options["batchnorm"], drop_rate=options["dropout"]), (math.prod(shape),)
+                   batchnorm=options["batchnorm"], drop_rate=options["dropout"]), (-1, math.prod(shape))
     if model == "convnet":  # pad 0 as the book on MNIST; small images (digits) keep their size: 5x5 "same"
-        return simple_conv_net(classes, init=options["init"], padding=0 if min(shape) >= 28 else 2), (1, *shape)
+        return simple_conv_net(classes, init=options["init"], padding=0 if min(shape) >= 28 else 2), (-1, 1, *shape)
     if model == "deepconvnet":
         paddings = (1, 1, 1, 2, 1, 1) if shape == (28, 28) else None  # the book's MNIST net
         if paddings is None and min(shape) < 8:
             raise ValueError(f"deepconvnet needs images of at least 8x8 pixels, got {shape}")
-        return deep_conv_net(classes, paddings=paddings, drop_rate=options["dropout"]), (1, *shape)
+        return deep_conv_net(classes, paddings=paddings, drop_rate=options["dropout"]), (-1, 1, *shape)
     raise ValueError(f"model must be mlp, convnet or deepconvnet, got {model!r}")
 
 
@@ -152,9 +153,9 @@ def _templates(options, where):
     from .core import lift
 
     try:
-        network, sample = network_for(options)
+        network, in_shape = network_for(options)
         key = jax.ShapeDtypeStruct((2,), np.uint32)  # a jax.random.PRNGKey's shape and dtype
-        params, state, _ = jax.eval_shape(lambda k: lift(network).init(k, (-1, *sample)), key)
+        params, state, _ = jax.eval_shape(lambda k: lift(network).init(k, in_shape), key)
         opt_state = jax.eval_shape(optimizer_for(options).init, params)
     except (ValueError, TypeError, KeyError) as e:
         raise RunError(f"{where}: options that build no network ({e})") from None
@@ -348,12 +349,13 @@ def run_dataset(run: Run, data_dir=None):
 def _samples(run: Run, x):
     import jax.numpy as jnp
 
-    sample = network_for(run.options)[1]
+    in_shape = network_for(run.options)[1]
     x = jnp.asarray(x)
-    if x.ndim < 1 or len(x) == 0 or math.prod(x.shape[1:]) != math.prod(sample):
-        raise ValueError(f"the run's network takes samples of {math.prod(sample)} values "
+    size = math.prod(in_shape[1:])
+    if x.ndim < 1 or len(x) == 0 or math.prod(x.shape[1:]) != size:
+        raise ValueError(f"the run's network takes samples of {size} values "
                          f"({' x '.join(map(str, run.options['image_shape']))} images), got an array of shape {x.shape}")
-    return x.reshape((-1, *sample))
+    return x.reshape(in_shape)
 
 
 def predict(run: Run, x) -> np.ndarray:
@@ -366,7 +368,7 @@ def predict(run: Run, x) -> np.ndarray:
 
     x = _samples(run, x)
     size = max(run.options["batch_size"], EVAL_BATCH)
-    forward = jax.jit(lambda xb: jax.nn.softmax(scores(run.network, run.params, xb, run.state), axis=-1))
+    forward = jax.jit(lambda xb: jax.nn.softmax(scores(run.network, run.params, xb, run.state)))  # over the classes
     return np.concatenate([np.asarray(forward(x[i:i + size])) for i in range(0, len(x), size)])
 
 

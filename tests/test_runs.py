@@ -26,7 +26,7 @@ from pure_backprop import runs, train
 from pure_backprop.augment import affine_augmenter
 from pure_backprop.cli import main
 from pure_backprop.core import StatefulLayer, lift
-from pure_backprop.data import load_digits
+from pure_backprop.data import load_digits, split_validation
 from pure_backprop.layers import softmax_cross_entropy
 from pure_backprop.network import deep_conv_net, mlp, simple_conv_net
 from pure_backprop.runs import Checkpoint, RunError
@@ -120,8 +120,8 @@ def test_fit_checkpoints_at_each_multiple_and_refuses_a_bad_start(small_fit):
 
 
 def _checkpoint(options=OPTIONS, epoch=2, seed=0):
-    network, sample = runs.network_for(options)
-    params, state, _ = lift(network).init(jax.random.PRNGKey(seed), (-1, *sample))
+    network, in_shape = runs.network_for(options)
+    params, state, _ = lift(network).init(jax.random.PRNGKey(seed), in_shape)
     opt_state = runs.optimizer_for(options).init(params)
     history = [{"epoch": e + 1, "batch_loss": 2.0 - e / 3, "test_accuracy": 0.5 + e / 7} for e in range(epoch)]
     return Checkpoint(params, state, opt_state, jax.random.PRNGKey(7), epoch, history, dict(options))
@@ -157,6 +157,8 @@ def test_a_checkpoint_reads_back_exactly_what_was_written(tmp_path):
     again = runs.load_checkpoint(empty)[0]
     np.testing.assert_array_equal(again.key, jax.random.key_data(jax.random.key(7)))
     assert again.history == [] and again.epoch == 0
+    one = runs.save_checkpoint(tmp_path / "one.npz", _checkpoint(epoch=1))  # the fields of the first epoch's record
+    assert runs.load_checkpoint(one)[0].history == [{"epoch": 1, "batch_loss": 2.0, "test_accuracy": 0.5}]
 
 
 def _rewrite(path, change):
@@ -322,13 +324,16 @@ def _legacy_folder(folder, options=OPTIONS, params_of=None, **metrics):
 
 
 def test_a_run_written_before_checkpoints_loads_from_metrics_and_params(tmp_path):
-    written = _legacy_folder(tmp_path / "run")
+    written = _legacy_folder(tmp_path / "run", seed=3)
     run = runs.load_run(tmp_path / "run")
     assert _leaves_equal((run.params, run.state), (written.params, written.state)) and run.epoch == 2
     assert run.options["validation"] == 287 / (1150 + 287) and run.options["image_shape"] == (8, 8)
     assert run.options["num_classes"] == 10 and run.options["epochs"] == 3 and run.options["data_dir"] is None
     data = runs.run_dataset(run)
-    assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (1150, 287, 360)  # the run's split again
+    assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (1150, 287, 360)
+    split = split_validation(load_digits(seed=3), 287 / 1437, seed=3)  # the run's split again: its seed chose it
+    for a, b in zip(data[:4] + data[7:], split[:4] + split[7:]):
+        np.testing.assert_array_equal(a, b)
     probabilities = runs.predict(run, data.x_test)
     assert probabilities.shape == (360, 10) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
     loss, accuracy = runs.evaluate(run, data.x_test, data.y_test)
@@ -365,21 +370,21 @@ def test_a_plain_network_loads_predicts_and_evaluates_from_its_checkpoint(tmp_pa
 
 
 @pytest.mark.parametrize("model,shape,expected", [
-    ("mlp", (8, 8), lambda: (mlp((4,), 7, "tanh", init="book", batchnorm=True, drop_rate=0.3), (64,))),
-    ("convnet", (8, 8), lambda: (simple_conv_net(7, init="book", padding=2), (1, 8, 8))),  # 8x8 kept
-    ("convnet", (28, 28), lambda: (simple_conv_net(7, init="book", padding=0), (1, 28, 28))),  # the book's
-    ("deepconvnet", (8, 8), lambda: (deep_conv_net(7, drop_rate=0.3), (1, 8, 8))),
-    ("deepconvnet", (28, 28), lambda: (deep_conv_net(7, paddings=(1, 1, 1, 2, 1, 1), drop_rate=0.3), (1, 28, 28))),
+    ("mlp", (8, 8), lambda: (mlp((4,), 7, "tanh", init="book", batchnorm=True, drop_rate=0.3), (-1, 64))),
+    ("convnet", (8, 8), lambda: (simple_conv_net(7, init="book", padding=2), (-1, 1, 8, 8))),  # 8x8 kept
+    ("convnet", (28, 28), lambda: (simple_conv_net(7, init="book", padding=0), (-1, 1, 28, 28))),  # the book's
+    ("deepconvnet", (8, 8), lambda: (deep_conv_net(7, drop_rate=0.3), (-1, 1, 8, 8))),
+    ("deepconvnet", (28, 28), lambda: (deep_conv_net(7, paddings=(1, 1, 1, 2, 1, 1), drop_rate=0.3), (-1, 1, 28, 28))),
 ])
 def test_the_network_of_a_runs_options_is_the_one_training_built(model, shape, expected):
     options = dict(OPTIONS, model=model, image_shape=list(shape), activation="tanh", init="book", dropout=0.3,
                    num_classes=7)
-    network, sample = runs.network_for(options)
-    want, want_sample = expected()
-    assert sample == want_sample
-    built = [lift(net).init(jax.random.PRNGKey(0), (-1, *sample))[:2] for net in (network, want)]
+    network, in_shape = runs.network_for(options)
+    want, want_shape = expected()
+    assert in_shape == want_shape
+    built = [lift(net).init(jax.random.PRNGKey(0), in_shape)[:2] for net in (network, want)]
     assert _leaves_equal(*built)  # the same layers, shapes and initialization
-    x = jax.random.uniform(jax.random.PRNGKey(1), (2, *sample))
+    x = jax.random.uniform(jax.random.PRNGKey(1), (2, *in_shape[1:]))
     outputs = [lift(net).forward(*init, x, jax.random.PRNGKey(2), True)[0] for net, init in zip((network, want), built)]
     np.testing.assert_array_equal(*outputs)  # the same activation and dropout rate
     with pytest.raises(ValueError, match=r"^deepconvnet needs images of at least 8x8 pixels, got \(4, 7\)$"):
