@@ -112,7 +112,7 @@ CORRECT = {
 }
 
 
-@pytest.mark.parametrize("with_reference", [False, True], ids=["numerical only", "with reference"])
+@pytest.mark.parametrize("with_reference", [False, True], ids=["numerical_only", "with_reference"])
 @pytest.mark.parametrize("mode", ["fast", "full"])
 @pytest.mark.parametrize("name", sorted(CORRECT))
 def test_correct_custom_rules_pass(name, mode, with_reference):
@@ -174,7 +174,7 @@ BUGS = {
 }
 
 
-@pytest.mark.parametrize("with_reference", [False, True], ids=["numerical only", "with reference"])
+@pytest.mark.parametrize("with_reference", [False, True], ids=["numerical_only", "with_reference"])
 @pytest.mark.parametrize("bug", sorted(BUGS))
 def test_bugs_fail_naming_the_argument_and_the_entry(bug, with_reference):
     f, args, reference, path, entry = BUGS[bug]
@@ -392,7 +392,7 @@ _BAD = [  # (the arguments changed, the whole message)
 ]
 
 
-@pytest.mark.parametrize("kwargs,message", _BAD, ids=lambda v: str(v)[:40] if isinstance(v, dict) else "")
+@pytest.mark.parametrize("kwargs,message", _BAD, ids=[f"{i}-{'-'.join(kwargs)}" for i, (kwargs, _) in enumerate(_BAD)])
 def test_bad_settings_are_refused(kwargs, message):
     kwargs = {"f": softplus, "args": (_X,), **kwargs}
     with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
