@@ -442,3 +442,17 @@ def test_reports_without_names_and_the_failing_assertion_text():
         gradcheck.assert_function_close(f, *args)
     assert str(info.value) == "\n" + str(gradcheck.check_function(f, *args))
     assert gradcheck.check_function(f, *args, atol=10.0).ok  # atol reaches the comparison: 10 excuses the bug
+
+
+def test_the_defaults_are_checks(monkeypatch):
+    # mode, seed, directions, order and step: the same report as check's with no setting given
+    layer = Layer(None, lambda p, x: (softplus(x), x), lambda p, x, dy: ((), jax.vjp(softplus, x)[1](dy)[0]))
+    expected = gradcheck.check(layer, (), _X)
+    report = gradcheck.check_function(softplus, _X, reference=softplus)
+    assert report.mode == "fast" and report.directions == 3 and report.leaves[0].worst.startswith("v")
+    assert dataclasses.replace(report, oracles="", name="layer") == dataclasses.replace(
+        expected, leaves=tuple(dataclasses.replace(leaf, path="args[0]") for leaf in expected.leaves))
+    seen = []  # and memory_mb, 256 MiB a chunk
+    chunk_size = gradcheck.chunk_size
+    monkeypatch.setattr(gradcheck, "chunk_size", lambda m, b: seen.append(m) or chunk_size(m, b))
+    assert gradcheck.check_function(softplus, _X, mode="full").ok and seen and set(seen) == {256}
