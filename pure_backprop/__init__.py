@@ -3,12 +3,17 @@
 
 A layer is ``Layer(init, forward, backward)``; a network is ``serial(*layers)``; a loss is
 ``Loss(forward, backward)``. See ``pure_backprop.core`` for the protocol,
-``pure_backprop.layers`` and ``pure_backprop.nodes`` for the derivations.
+``pure_backprop.layers`` and ``pure_backprop.nodes`` for the derivations,
+``as_jax_function`` to use a layer's hand backward inside any JAX program, and ``load_run``
+to rebuild a trained network from its run folder.
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["Layer", "Loss", "loss_and_grads", "predict", "serial", "with_targets"]
+# each top-level name and the module it comes from, imported on first use (below)
+_HOMES = {"Layer": "core", "Loss": "core", "StatefulLayer": "core", "loss_and_grads": "core", "predict": "core",
+          "serial": "core", "with_targets": "core", "as_jax_function": "bridge", "load_run": "runs"}
+__all__ = sorted(_HOMES)
 
 
 def _submodules() -> set[str]:
@@ -19,17 +24,15 @@ def _submodules() -> set[str]:
 
 
 def __getattr__(name):
-    """The names of ``__all__`` come from ``pure_backprop.core``, and the submodules
-    (``pb.gradcheck``, ``pb.layers``, ...) are imported, on first use (PEP 562), so that
+    """The names of ``__all__`` (from ``core``, ``bridge`` and ``runs``) and the submodules
+    (``pb.gradcheck``, ``pb.layers``, ...) are imported on first use (PEP 562), so that
     importing the package, and with it ``pure_backprop.cli``, does not import JAX: the
     command line catches Ctrl-C before JAX loads (an interrupted JAX import can crash)."""
-    if name in __all__:
-        from . import core
+    import importlib
 
-        return getattr(core, name)
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
     if not name.startswith("_") and name in _submodules():
-        import importlib
-
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'pure_backprop' has no attribute {name!r}")
 

@@ -131,6 +131,8 @@ for name in names:
     if not name.startswith('_') and name not in pb.__all__:
         assert isinstance(getattr(pb, name), types.ModuleType), name
 assert pb.Layer is pb.core.Layer
+assert pb.as_jax_function is pb.bridge.as_jax_function and pb.load_run is pb.runs.load_run
+assert pb.predict is pb.core.predict and pb.StatefulLayer is pb.core.StatefulLayer
 try:
     pb.no_such_module
 except AttributeError as e:
