@@ -298,6 +298,11 @@ def test_argnums_selects_the_arguments_checked():
         return [(leaf.path, leaf.ok) for leaf in report.leaves]
 
     assert rows(0) == rows(-2) == [("args[0]", True)]
+    # a complex array left out of argnums reaches f as it was given, a NumPy array
+    seen = []
+    complex_scale = lambda x, c: seen.append(type(c)) or x * jnp.real(c)  # noqa: E731
+    assert gradcheck.check_function(complex_scale, x, np.array([1j, 2.0, 1.0, 3j]), argnums=0).ok
+    assert seen and set(seen) == {np.ndarray}
     assert rows(1) == rows(-1) == rows((1,)) == [("args[1]", False)]
     assert rows(None) == rows((0, 1)) == rows([1, 0]) == [("args[0]", True), ("args[1]", False)]
 
