@@ -352,7 +352,7 @@ def _samples(run: Run, x):
     in_shape = network_for(run.options)[1]
     x = jnp.asarray(x)
     size = math.prod(in_shape[1:])
-    if x.ndim < 1 or len(x) == 0 or math.prod(x.shape[1:]) != size:
+    if x.ndim < 2 or len(x) == 0 or math.prod(x.shape[1:]) != size:  # a batch axis, at least one sample
         raise ValueError(f"the run's network takes samples of {size} values "
                          f"({' x '.join(map(str, run.options['image_shape']))} images), got an array of shape {x.shape}")
     return x.reshape(in_shape)

@@ -275,6 +275,7 @@ def _resigned(path, edit):
      r"options that build no network \(model must be mlp, convnet or deepconvnet, got 'resnet'\)"),
     (lambda m, a: m["options"].pop("seed"), r"not the options of a run: seed missing"),
     (lambda m, a: m.update(options=[1]), r"not the options of a run: dataset, model, .*, seed, train_samples missing"),
+    (lambda m, a: m.update(options=5), r"not the options of a run: dataset, model, .*, seed, train_samples missing"),
     (lambda m, a: a.update({"history/epoch": a["history/epoch"][:1]}), r"the arrays do not match the manifest's sha256"),
 ])
 def test_a_consistent_checkpoint_of_another_network_is_refused(edit, message, tmp_path):
@@ -363,7 +364,7 @@ def test_a_plain_network_loads_predicts_and_evaluates_from_its_checkpoint(tmp_pa
     # as training evaluates: batches of max(batch_size, 500), the last padded
     trained = train.make_evaluate(run.network, softmax_cross_entropy, 500)(run.params, data.x_train, data.y_train)
     assert runs.evaluate(run, data.x_train, data.y_train) == tuple(float(v) for v in trained)
-    for x in (np.float32(0), np.zeros((0, 64), np.float32)):
+    for x in (np.float32(0), np.zeros(64, np.float32), np.zeros((0, 64), np.float32)):
         with pytest.raises(ValueError, match=r"takes samples of 64 values \(8 x 8 images\), got an array of shape "
                                              + __import__("re").escape(str(np.shape(x))) + "$"):
             runs.predict(run, x)
