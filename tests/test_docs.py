@@ -40,15 +40,12 @@ def test_the_api_reference_names_only_modules_that_exist():
 
 
 def test_every_subcommand_has_its_help_in_the_command_line_reference():
-    import sys
+    import argparse  # the test extra has no docutils, so docs/_ext/cli_help.py is not imported here
 
-    sys.path.insert(0, str(DOCS / "_ext"))
-    try:
-        from cli_help import subcommands
-    finally:
-        sys.path.remove(str(DOCS / "_ext"))
     from pure_backprop.cli import build_parser
 
+    subcommands = [name for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction)
+                   for name in action.choices]
     rendered = re.findall(r"^```\{cli-help\} (\S+)$", (DOCS / "training.md").read_text(), flags=re.MULTILINE)
-    assert sorted(rendered) == sorted(subcommands(build_parser())), (
+    assert sorted(rendered) == sorted(subcommands) and len(subcommands) >= 4, (
         "docs/training.md needs one cli-help block per subcommand of pure_backprop.cli.build_parser()")
