@@ -395,6 +395,8 @@ def test_the_network_of_a_runs_options_is_the_one_training_built(model, shape, e
 def test_mnist_options_fill_their_image_shape_and_data_folder(tmp_path, monkeypatch):
     options = runs.run_options({**OPTIONS, "dataset": "mnist", "image_shape": None, "data_dir": "d/m"}, "here")
     assert options["image_shape"] == (28, 28) and options["data_dir"] == "d/m"
+    recorded = runs.run_options({**OPTIONS, "dataset": "mnist", "image_shape": [20, 24], "data_dir": "d/m"}, "here")
+    assert recorded["image_shape"] == (20, 24)  # a recorded shape wins over the dataset's usual one
     from test_data_cli import write_mnist
 
     write_mnist(tmp_path / "mnist", n_train=200, n_test=10)
@@ -504,6 +506,11 @@ def test_a_picture_is_inverted_when_its_outermost_pixels_are_light(tmp_path):
     for value, inverted in ((128, True), (127, False)):  # the border's mean against one half
         read = runs.read_images(_png(tmp_path / f"{value}.png", np.full((10, 10), value, np.uint8)), options)[0]
         np.testing.assert_allclose(read, 1 - value / 255 if inverted else value / 255, atol=1e-6)
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)  # every 8-bit level, on a light border
+    levels[0], levels[-1], levels[:, 0], levels[:, -1] = 255, 255, 255, 255
+    read = runs.read_images(_png(tmp_path / "levels.png", levels), dict(OPTIONS, image_shape=(16, 16)))[0]
+    assert read.dtype == np.float32  # each inverted level is the float32 nearest to (255 - k) / 255, not one ulp off
+    np.testing.assert_array_equal(read, ((255 - levels.astype(np.float64)) / 255).astype(np.float32))
     checker = np.array([[255, 0], [0, 255]], np.uint8)  # a border of mean exactly 0.5: kept as it is
     np.testing.assert_allclose(runs.read_images(_png(tmp_path / "checker.png", checker),
                                                 dict(OPTIONS, image_shape=(2, 2)))[0], checker / 255)
