@@ -1,0 +1,146 @@
+"""The sequence data: the generated addition and date tasks, and the text corpora with their
+windows for truncated backprop through time."""
+
+import datetime
+import hashlib
+
+import numpy as np
+import pytest
+
+from pure_backprop import tasks, text
+
+
+# --- generated tasks --------------------------------------------------------------------------
+
+
+def test_addition_questions_are_distinct_sums_with_operands_of_one_to_three_digits():
+    pairs = tasks.addition_pairs(3000, seed=5)
+    assert len({q for q, _ in pairs}) == 3000
+    lengths = []
+    for question, answer in pairs:
+        a, b = question.split("+")
+        assert int(a) + int(b) == int(answer) and str(int(a)) == a and str(int(b)) == b
+        lengths += [len(a), len(b)]
+    counts = np.bincount(lengths, minlength=4)[1:]
+    assert counts.min() > 0.24 * len(lengths)  # each about a third; the 100 pairs of 1-digit operands run out
+    assert pairs == tasks.addition_pairs(3000, seed=5) and pairs != tasks.addition_pairs(3000, seed=6)
+
+
+def test_addition_takes_every_one_digit_pair_when_asked_for_most_questions():
+    # 100 distinct 1-digit + 1-digit questions exist; with repeats redrawn, many draws find them all
+    pairs = tasks.addition_pairs(60_000, seed=0)
+    small = {q for q, _ in pairs if len(q) == 3}
+    assert small == {f"{a}+{b}" for a in range(10) for b in range(10)}
+
+
+def test_dates_are_written_in_the_books_four_formats_and_three_cases_and_answer_iso():
+    day = datetime.date(1994, 9, 27)  # a Tuesday
+    assert [tasks.write_date(day, form, 0) for form in range(4)] == [
+        "9/27/94", "September 27, 1994", "Sep 27, 1994", "Tuesday, September 27, 1994"]
+    assert tasks.write_date(day, 3, 1) == "TUESDAY, SEPTEMBER 27, 1994"
+    assert tasks.write_date(datetime.date(2001, 1, 5), 0, 2) == "1/5/01"
+    pairs = tasks.date_pairs(4000, seed=3)
+    seen_forms = set()
+    for question, answer in pairs:
+        day = datetime.date.fromisoformat(answer)
+        assert tasks.FIRST_DAY <= day <= tasks.LAST_DAY
+        matches = [(f, c) for f in range(4) for c in range(3) if tasks.write_date(day, f, c) == question]
+        assert matches, (question, answer)  # the question is the answer's own day, weekday included
+        seen_forms |= set(matches)
+    assert len(seen_forms) >= 10  # every format and case turns up (m/d/yy has no letters to case)
+    years = [int(a[:4]) for _, a in pairs]
+    assert min(years) == 1970 and max(years) == 2017
+
+
+def test_a_task_splits_contiguously_pads_with_spaces_and_reverses_on_request():
+    task = tasks.make_task("addition", n=100, seed=1, validation=0.2, test=0.1)
+    assert (len(task.x_train), len(task.x_val), len(task.x_test)) == (70, 20, 10)
+    assert task.x_train.shape[1:] == (7,) and task.t_train.shape[1:] == (5,) and task.x_train.dtype == np.int32
+    pairs = tasks.addition_pairs(100, seed=1)
+    assert tasks.decode(task.vocab, task.x_val[0]) == pairs[70][0]
+    assert tasks.decode(task.vocab, task.t_test[-1]) == "_" + pairs[-1][1]
+    reversed_task = tasks.make_task("addition", n=100, seed=1, validation=0.2, test=0.1, reverse=True)
+    np.testing.assert_array_equal(reversed_task.x_train, task.x_train[:, ::-1])
+    np.testing.assert_array_equal(reversed_task.t_train, task.t_train)  # answers are never reversed
+    inputs, targets = tasks.decoder_io(task.t_train)
+    np.testing.assert_array_equal(inputs[:, 1:], targets[:, :-1])
+    assert (inputs[:, 0] == task.vocab.index("_")).all()
+
+
+def test_the_vocabulary_is_fixed_by_the_task_so_a_model_reads_any_seeds_questions():
+    assert tasks.VOCABULARIES["addition"] == " +0123456789_"
+    date = tasks.make_task("date", n=50, seed=9)
+    assert date.vocab == tasks.VOCABULARIES["date"]
+    assert tasks.encode_questions("date", ["TUESDAY, SEPTEMBER 27, 1994"]).shape == (1, 29)
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: tasks.make_task("subtraction"), r"unknown sequence task 'subtraction'; choose one of \['addition', 'date'\]"),
+    (lambda: tasks.make_task("addition", n=2), r"n must be an int >= 3"),
+    (lambda: tasks.make_task("addition", n=10, validation=0.5, test=0.5), r"leave no training example"),
+    (lambda: tasks.make_task("date", validation=0), r"validation must be a fraction in \(0, 1\), got 0"),
+    (lambda: tasks.addition_pairs(300_000), r"n must be an int from 0 to 200,000"),
+    (lambda: tasks.encode_questions("addition", ["1234+5678"]), r"'1234\+5678' has 9 characters, more than the task's 7"),
+    (lambda: tasks.encode_questions("addition", ["1-2"]), r"characters outside the task's vocabulary: '-'"),
+])
+def test_bad_task_requests_are_refused_naming_the_value(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+# --- text ----------------------------------------------------------------------------------------
+
+
+def test_the_default_text_is_the_pythons_help_topics_in_key_order_split_contiguously():
+    from pydoc_data.topics import topics
+
+    corpus = text.load_text()
+    whole = "".join(topics[k] for k in sorted(topics))
+    assert corpus.characters == len(whole) and corpus.name == "python-help"
+    assert corpus.sha256 == hashlib.sha256(whole.encode()).hexdigest()
+    assert corpus.vocab == "".join(sorted(set(whole)))
+    assert len(corpus.val) == round(0.1 * len(whole)) and len(corpus.train) + len(corpus.val) == len(whole)
+    assert text.decode(corpus.vocab, corpus.train[:22]) == whole[:22]
+    assert text.decode(corpus.vocab, corpus.val) == whole[len(corpus.train):]
+
+
+def test_a_users_file_becomes_ids_of_its_own_characters(tmp_path):
+    path = tmp_path / "poem.txt"
+    path.write_text("naïve café\n" * 30, encoding="utf-8")
+    corpus = text.load_text(path, validation=0.25)
+    assert corpus.vocab == "".join(sorted(set("naïve café\n")))
+    assert text.decode(corpus.vocab, np.concatenate([corpus.train, corpus.val])) == "naïve café\n" * 30
+    np.testing.assert_array_equal(text.encode(corpus.vocab, "café"), corpus.train[6:10])
+    with pytest.raises(ValueError, match=r"characters not in the model's vocabulary: 'xz'"):
+        text.encode(corpus.vocab, "zax")
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"", r"the file is empty"),
+    (b"abc\xff def", r"not UTF-8 text \(byte 3: b'\\xff'"),
+    (None, r"cannot read"),
+])
+def test_a_text_file_that_cannot_be_used_is_refused_naming_it(content, message, tmp_path):
+    path = tmp_path / "t.txt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(text.TextError, match=rf"^{path}: {message}"):
+        text.load_text(path)
+
+
+def test_windows_read_each_stream_in_order_so_the_state_can_flow_from_one_window_to_the_next():
+    ids = np.arange(52, dtype=np.int32)  # 3 streams of 17, the 52nd character in none
+    xs, ts = text.windows(ids, batch=3, length=4)
+    assert xs.shape == ts.shape == (4, 3, 4)  # streams of 16 + 1 characters: 4 windows of 4
+    np.testing.assert_array_equal(xs[:, 1].reshape(-1), np.arange(17, 33))  # stream 1, in order
+    np.testing.assert_array_equal(ts, xs + 1)  # every target is the next character
+    np.testing.assert_array_equal(xs[:, 2, 0], [34, 38, 42, 46])
+    with pytest.raises(text.TextError, match=r"^tiny: 9 characters are too short for 3 streams of one window of 4 .* "
+                                             r"at least 15"):
+        text.windows(ids[:9], batch=3, length=4, what="tiny")
+    with pytest.raises(ValueError, match=r"windows: length must be a positive int, got 0"):
+        text.windows(ids, batch=3, length=0)
+
+
+def test_bits_per_char_is_nats_over_ln_2():
+    assert text.bits_per_char(np.log(2.0) * 1.79) == pytest.approx(1.79, rel=1e-15)
