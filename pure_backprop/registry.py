@@ -17,6 +17,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import graphs, nodes
 from .core import Layer, StatefulLayer, freeze, serial, with_targets
@@ -24,7 +25,17 @@ from .gradcheck import ONE_OFF
 from .layers import affine, batch_norm, dropout, mse, relu, sigmoid, softmax_cross_entropy, tanh, with_weight_decay
 from .layers import avg_pool2d, conv2d, flatten, max_pool2d
 from .layers.windows import windows
+from .layers.attention import attention, attention_weight, time_attention, weight_sum
+from .layers.embedding import embedding
+from .layers.time_affine import time_affine
+from .layers.time_softmax_cross_entropy import IGNORE_LABEL, time_softmax_cross_entropy
+from .layers.bptt import truncated_bptt
+from .layers.gru import gru
+from .layers.lstm import lstm
+from .layers.rnn import rnn
+from .language_model import language_model
 from .network import deep_conv_net, mlp, simple_conv_net
+from .seq2seq import seq2seq
 
 
 class Case(NamedTuple):
@@ -283,6 +294,200 @@ def distinct(key, shape):
     return (2.0 * (jax.random.permutation(key, n) + 1) / n - 1.0).reshape(shape)
 
 
+# The sequence layers of the sequel. The embedding's ids are integers, which the checkers cannot
+# differentiate: its cases bind the ids (as a loss binds its labels, returned as the targets for the
+# reference) and take the table W as x. EMBEDDING_IDS repeats ids 0 and 3 four times each (their dW
+# rows add four rows of dy) and never uses id 4 of V = 5 (its dW row must be exactly 0).
+EMBEDDING_IDS = ((0, 3, 0, 1), (3, 3, 2, 0), (1, 0, 3, 2))
+
+
+@functools.lru_cache(maxsize=None)
+def _embedding_lookup(ids, dim):
+    """``W -> embedding.forward({"W": W}, ids)`` for fixed ``ids``: params ``()``, ``dx = dW``,
+    with the embedding's own forward and backward; one layer object per ids and width."""
+    bound = np.asarray(ids, np.int32)
+    table = embedding(int(bound.max()) + 1, dim)
+
+    def init(key, in_shape, dtype=jnp.float32):
+        del key, dtype
+        return (), bound.shape + (in_shape[1],)
+
+    def forward(params, W):
+        del params
+        y, residuals = table.forward({"W": W}, bound)
+        return y, (W, residuals)
+
+    def backward(params, residuals, dy):
+        del params
+        W, ids_residual = residuals
+        grads, _ = table.backward({"W": W}, ids_residual, dy)
+        return (), grads["W"]
+
+    return Layer(init, forward, backward)
+
+
+def _embedding(ids):
+    def build(key, shape):
+        return _embedding_lookup(ids, shape[1]), (), normal(key, shape), np.asarray(ids, np.int32)
+
+    return build
+
+
+def _padded_labels(key, shape):
+    """Labels ``(N, T)`` for scores ``(N, T, V)``; row ``n`` ends in ``min(n, T - 1)`` positions of
+    ``IGNORE_LABEL`` (padding): with ``N, T >= 2`` some are ignored, and every row counts its first."""
+    n, t, v = shape
+    pad = jnp.arange(t)[None, :] >= t - jnp.minimum(jnp.arange(n), t - 1)[:, None]
+    return jnp.where(pad, IGNORE_LABEL, jax.random.randint(key, (n, t), 0, v))
+
+
+padded_labels = _drawn(_padded_labels)
+
+
+def _encoder_decoder(layer):
+    """``x = (hs_enc (N, S, H), hs_dec (N, T, H))`` for a case shape ``(N, S, T, H)``."""
+    def build(key, shape):
+        n, s, t, h = shape
+        k_enc, k_dec = jax.random.split(key)
+        return layer, (), (normal(k_enc, (n, s, h)), normal(k_dec, (n, t, h))), None
+
+    return build
+
+
+TIME_ATTENTION_MASK = jnp.array([[True, True, True, True], [True, True, False, False]])  # (N, S) = (2, 4)
+
+
+# The sequel's recurrent layers: x = (xs (N, T, D), state0) with a nonzero random state0 (h, or
+# (h, c) for the LSTM), so the gradient of the initial state is checked too; y = (hs, stateT).
+RNN, LSTM, GRU = rnn(3), lstm(3), gru(5)  # one layer object per case: compiled functions are shared
+
+
+def _recurrent(layer):
+    def build(key, shape):
+        k_init, k_x, k_state = jax.random.split(key, 3)
+        params, (_, state_shape) = layer.init(k_init, shape)
+        paired = isinstance(state_shape[0], tuple)
+        shapes = state_shape if paired else (state_shape,)
+        states = tuple(normal(k, s) for k, s in zip(jax.random.split(k_state, len(shapes)), shapes))
+        return layer, _jitter(k_init, params), (normal(k_x, shape), states if paired else states[0]), None
+
+    return build
+
+
+def truncated_bptt_state(batch, hidden):
+    """An LSTM state ``(h, c)`` away from the zeros a window sequence starts from."""
+    n = batch * hidden
+    return jnp.linspace(-0.8, 0.9, n).reshape(batch, hidden), jnp.linspace(1.5, -1.2, n).reshape(batch, hidden)
+
+
+@functools.lru_cache(maxsize=None)
+def _frozen_truncated_bptt(batch, hidden):
+    return freeze(truncated_bptt(lstm(hidden)), truncated_bptt_state(batch, hidden), None, True)
+
+
+def _truncated_bptt_lstm(key, shape, hidden=3):
+    """``truncated_bptt(lstm(3))`` running one window from a fixed nonzero state: ``x = xs``, ``y = hs``."""
+    k_init, k_x = jax.random.split(key)
+    layer = _frozen_truncated_bptt(shape[0], hidden)
+    return layer, _jitter(k_init, layer.init(k_init, shape)[0]), normal(k_x, shape), None
+
+
+SEQUENCE_VOCAB = 5  # the sequence networks' cases: 5 symbols, embeddings of 3, hidden states of 3 or 4
+
+
+def _tables_as_x(frozen, tables, ids):
+    """A network over integer ``ids`` as a ``Layer`` whose ``x`` is its embedding tables (the
+    dict ``tables``: the key of each table's params in the network) and whose params are the
+    rest: the ids are bound, as ``with_targets`` binds labels, since the checkers differentiate
+    every leaf of ``x``. The backward is the network's own; the tables' gradients come back as
+    ``dx`` (a tied table's is the sum of its two paths, the network's backward adds them)."""
+
+    def full(rest, x):
+        return {**rest, **{name: {"W": x[name]} for name in tables}}
+
+    def init(key, in_shape, dtype=jnp.float32):
+        raise NotImplementedError("a registry case: its params come with its build")
+
+    def forward(rest, x):
+        y, residuals = frozen.forward(full(rest, x), ids)
+        return y, (residuals, x)
+
+    def backward(rest, residuals, dy):
+        residuals, x = residuals
+        grads, _ = frozen.backward(full(rest, x), residuals, dy)
+        return {k: v for k, v in grads.items() if k not in tables}, {name: grads[name]["W"] for name in tables}
+
+    return Layer(init, forward, backward)
+
+
+@functools.lru_cache(maxsize=None)
+def _language_model_net(cell, tie, drop_rate):
+    return language_model(SEQUENCE_VOCAB, 3, 3, cell, drop_rate, tie)
+
+
+def _language_model(cell, tie=False, drop_rate=0.0):
+    """A language model over ids ``shape = (N, T)`` from a nonzero state, frozen in train mode
+    with ``DROPOUT_KEY``, with its loss; ``x`` is the embedding table. Its targets, for the
+    reference, are ``(ids, next ids, state)``."""
+
+    def build(key, shape):
+        net = _language_model_net(cell, tie, drop_rate)
+        k_init, k_ids, k_t, k_state = jax.random.split(key, 4)
+        params, state, _ = net.init(k_init, shape)
+        params = _jitter(k_init, params)
+        state = jax.tree_util.tree_map(lambda s: 0.5 * normal(k_state, s.shape), state)
+        if cell == "lstm":
+            state = (state[0], -state[1])  # h and c apart
+        ids = jax.random.randint(k_ids, shape, 0, SEQUENCE_VOCAB)
+        t = jax.random.randint(k_t, shape, 0, SEQUENCE_VOCAB)
+        layer = serial(_tables_as_x(freeze(net, state, DROPOUT_KEY, True), ("embed",), ids),
+                       with_targets(time_softmax_cross_entropy, t))
+        rest = {k: v for k, v in params.items() if k != "embed"}
+        return layer, (rest, ()), {"embed": params["embed"]["W"]}, (ids, t, state)
+
+    return build
+
+
+@functools.lru_cache(maxsize=None)
+def _seq2seq_net(decoder):
+    return seq2seq(SEQUENCE_VOCAB, 3, 4, decoder)
+
+
+def _seq2seq(decoder):
+    """A seq2seq network with its loss at ``shape = (N, S, T)``: questions ``(N, S)``, decoder
+    inputs and targets ``(N, T)``; ``x`` is the two embedding tables. Its targets, for the
+    reference, are ``(questions, decoder inputs, targets)``."""
+
+    def build(key, shape):
+        net = _seq2seq_net(decoder)
+        n, s, t = shape
+        k_init, k_q, k_d, k_t = jax.random.split(key, 4)
+        params = _jitter(k_init, net.init(k_init, ((n, s), (n, t)))[0])
+        questions = jax.random.randint(k_q, (n, s), 0, SEQUENCE_VOCAB)
+        inputs = jax.random.randint(k_d, (n, t), 0, SEQUENCE_VOCAB)
+        targets = jax.random.randint(k_t, (n, t), 0, SEQUENCE_VOCAB)
+        tables = ("enc_embed", "dec_embed")
+        layer = serial(_tables_as_x(_Seq2seqOnIds(net, questions), tables, inputs),
+                       with_targets(time_softmax_cross_entropy, targets))
+        rest = {k: v for k, v in params.items() if k not in tables}
+        return layer, (rest, ()), {name: params[name]["W"] for name in tables}, (questions, inputs, targets)
+
+    return build
+
+
+class _Seq2seqOnIds(NamedTuple):
+    """A seq2seq network with its questions bound: a network over the decoder inputs alone."""
+
+    net: Any
+    questions: Any
+
+    def forward(self, params, decoder_inputs):
+        return self.net.forward(params, (self.questions, decoder_inputs))
+
+    def backward(self, params, residuals, dy):
+        return self.net.backward(params, residuals, dy)
+
+
 CASES: tuple[Case, ...] = (
     # computational-graph nodes
     Case("add", "node", _pair(nodes.add, lambda s: s), ((3,), (4, 5))),
@@ -345,6 +550,36 @@ CASES: tuple[Case, ...] = (
     # -> 2x2 -> conv pad 2 -> 4x4 -> pool -> 2x2); inputs clear of kinks (_conv_network)
     Case("simple_conv_net", "network", _conv_network(simple_conv_net, _simple_kinds, SIMPLE_CONV_NET), ((2, 1, 6, 6),)),
     Case("deep_conv_net", "network", _conv_network(deep_conv_net, _deep_kinds, DEEP_CONV_NET), ((2, 1, 4, 4),)),
+    # the sequel's recurrent layers (x = (xs, state0), y = (hs, stateT)): batch 1 and length 1, and
+    # truncated BPTT's window from a fixed nonzero LSTM state
+    Case("rnn", "layer", _recurrent(RNN), ((1, 1, 3), (2, 3, 4))),
+    Case("lstm", "layer", _recurrent(LSTM), ((1, 1, 3), (2, 3, 4))),
+    Case("gru", "layer", _recurrent(GRU), ((1, 1, 3), (2, 3, 4))),
+    Case("lstm_truncated_bptt", "layer", _truncated_bptt_lstm, ((2, 4, 3),)),
+    # the sequel's chapter 8: attention. x = (hs (N, S, H), h (N, H)) for one decoder step, shape
+    # = hs's; (hs, a (N, S)) for weight_sum, a drawn as softmax rows. time_attention's shape is
+    # (N, S, T, H) (_encoder_decoder); its mask pads the last 2 of the 4 positions of sequence 1
+    Case("attention_weight", "layer", _pair(attention_weight(), lambda s: (s[0], s[2])), ((2, 4, 3), (1, 1, 3))),
+    Case("weight_sum", "layer", _pair(weight_sum, lambda s: s[:2], soft_targets), ((2, 4, 3), (1, 1, 3))),
+    Case("attention", "layer", _pair(attention(), lambda s: (s[0], s[2])), ((2, 4, 3), (1, 1, 3))),
+    Case("time_attention", "layer", _encoder_decoder(time_attention()), ((2, 4, 3, 3), (1, 1, 1, 3))),
+    Case("time_attention_masked", "layer", _encoder_decoder(time_attention(TIME_ATTENTION_MASK)), ((2, 4, 3, 3),)),
+    # the sequel's sequence layers: the embedding (its table as x, ids bound: repeated ids, an unused
+    # row; one id), the time-distributed affine map, the time loss with padded targets
+    Case("embedding", "layer", _embedding(EMBEDDING_IDS), ((5, 3),)),
+    Case("embedding_one_id", "layer", _embedding(((2,),)), ((3, 2),)),
+    Case("time_affine", "layer", _with_params(time_affine(3)), ((1, 1, 3), (2, 3, 4))),
+    Case("time_softmax_cross_entropy", "loss", _loss(time_softmax_cross_entropy, padded_labels),
+         ((1, 1, 4), (2, 3, 5))),
+    # the sequel's networks with their loss (x: the embedding tables, the ids bound): language models
+    # from a nonzero state over one window, the LSTM one tied (E = H) with dropout; the three
+    # seq2seq decoders at (N, S, T)
+    Case("rnn_lm", "network", _language_model("rnn"), ((2, 3),)),
+    Case("lstm_lm_tied", "network", _language_model("lstm", tie=True, drop_rate=DROP_RATE), ((2, 4),)),
+    Case("gru_lm", "network", _language_model("gru"), ((1, 1),)),
+    Case("seq2seq", "network", _seq2seq("plain"), ((2, 3, 2),)),
+    Case("peeky_seq2seq", "network", _seq2seq("peeky"), ((2, 3, 2),)),
+    Case("attention_seq2seq", "network", _seq2seq("attention"), ((2, 3, 4), (1, 1, 1))),
 )
 
 BY_NAME = {case.name: case for case in CASES}

@@ -18,8 +18,14 @@ import pytest
 import reference as ref
 import reference.conv as ref7
 import reference.regularization as ref6
+import reference.sequence_networks as ref_networks
+import reference.recurrent as ref_recurrent
+import reference.attention as ref_attention
+import reference.sequence as ref_seq
 from pure_backprop import gradcheck
 from pure_backprop.registry import CASES, DEEP_CONV_NET, DROP_RATE, DROPOUT_KEY, WEIGHT_DECAY, batch_norm_state, normal
+from pure_backprop.registry import truncated_bptt_state
+from pure_backprop.registry import TIME_ATTENTION_MASK
 
 
 def _mlp_reference(activation):
@@ -60,6 +66,26 @@ def _deep_conv_net(params, x, targets):
     return forward(params[0], x, targets)
 
 
+def _language_model(cell, tie=False, drop_rate=0.0):
+    forward = ref_networks.language_model(cell, tie, drop_rate, DROPOUT_KEY)
+
+    def reference(params, tables, bound):
+        ids, targets, state = bound
+        return forward({**params[0], **{k: {"W": v} for k, v in tables.items()}}, ids, targets, state)
+
+    return reference
+
+
+def _seq2seq(decoder):
+    forward = ref_networks.seq2seq(decoder)
+
+    def reference(params, tables, bound):
+        questions, inputs, targets = bound
+        return forward({**params[0], **{k: {"W": v} for k, v in tables.items()}}, questions, inputs, targets)
+
+    return reference
+
+
 REFERENCES = {
     "add": _plain(ref.add), "multiply": _plain(ref.multiply), "multiply_broadcast": _plain(ref.multiply),
     "matmul": _plain(ref.matmul), "bias_add": _plain(ref.bias_add), "negate": _plain(ref.negate),
@@ -86,6 +112,22 @@ REFERENCES = {
     # chapters 7-8: the two conv networks with their loss
     "simple_conv_net": lambda params, x, targets: ref7.simple_conv_net(params[0], x, targets),
     "deep_conv_net": _deep_conv_net,
+    # the sequel's networks: x holds the embedding tables, the targets the bound ids
+    "rnn_lm": _language_model("rnn"), "lstm_lm_tied": _language_model("lstm", True, DROP_RATE),
+    "gru_lm": _language_model("gru"), "seq2seq": _seq2seq("plain"), "peeky_seq2seq": _seq2seq("peeky"),
+    "attention_seq2seq": _seq2seq("attention"),
+    # the sequel's recurrent layers, y = (hs, stateT); truncated BPTT's window from its fixed state
+    "rnn": _plain(ref_recurrent.rnn), "lstm": _plain(ref_recurrent.lstm), "gru": _plain(ref_recurrent.gru),
+    "lstm_truncated_bptt": _plain(lambda params, xs: ref_recurrent.lstm(params, (xs, truncated_bptt_state(xs.shape[0], 3)))[0]),
+    # the sequel's chapter 8: attention
+    "attention_weight": _plain(ref_attention.attention_weight()), "weight_sum": _plain(ref_attention.weight_sum),
+    "attention": _plain(ref_attention.attention()), "time_attention": _plain(ref_attention.time_attention()),
+    "time_attention_masked": _plain(ref_attention.time_attention(TIME_ATTENTION_MASK)),
+    # the sequel's sequence layers (the embedding's x is its table, its ids the bound targets)
+    "embedding": lambda params, x, ids: ref_seq.embedding({"W": x}, ids),
+    "embedding_one_id": lambda params, x, ids: ref_seq.embedding({"W": x}, ids),
+    "time_affine": _plain(ref_seq.time_affine),
+    "time_softmax_cross_entropy": _loss(ref_seq.time_softmax_cross_entropy),
 }
 
 PARAMS = [pytest.param(case, shape, id=f"{case.name}-{'x'.join(map(str, shape))}") for case in CASES for shape in case.shapes]
@@ -137,18 +179,23 @@ def hand_and_reference(case, shape):
 @functools.lru_cache(maxsize=None)
 def cotangent(case, shape):
     layer, params, x, _ = build(case, shape)
-    y_shape = jax.eval_shape(lambda p, v: layer.forward(p, v)[0], params, x).shape
-    dy = normal(jax.random.PRNGKey(7), y_shape)  # compiled at -O0: an eager draw compiles for up to ~1 s a shape
-    assert dy.dtype == jnp.float64
-    return dy
+    y = jax.eval_shape(lambda p, v: layer.forward(p, v)[0], params, x)
+    leaves, treedef = jax.tree_util.tree_flatten(y)  # a pair (hs, state) for the recurrent layers
+    keys = [jax.random.PRNGKey(7)] + [jax.random.PRNGKey(8 + i) for i in range(len(leaves) - 1)]
+    # compiled at -O0: an eager draw compiles for up to ~1 s a shape
+    dy = [normal(k, leaf.shape) for k, leaf in zip(keys, leaves)]
+    assert all(d.dtype == jnp.float64 for d in dy)
+    return treedef.unflatten(dy)
 
 
 @pytest.mark.parametrize("case,shape", PARAMS)
 def test_forward_equals_reference(case, shape):
     _, params, x, _ = build(case, shape)
     (y, _), (expected, _) = hand_and_reference(case, shape)(params, x, cotangent(case, shape))
-    assert jnp.shape(y) == jnp.shape(expected)
-    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    assert jax.tree_util.tree_structure(y) == jax.tree_util.tree_structure(expected)
+    for a, b in zip(jax.tree_util.tree_leaves(y), jax.tree_util.tree_leaves(expected)):
+        assert jnp.shape(a) == jnp.shape(b)
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("case,shape", PARAMS)
@@ -177,7 +224,7 @@ def forward_backward(layer):
     """``(params, x) -> (y, backward for dy = 1)``."""
     def run(params, x):
         y, residuals = layer.forward(params, x)
-        return y, layer.backward(params, residuals, jnp.ones_like(y))
+        return y, layer.backward(params, residuals, jax.tree_util.tree_map(jnp.ones_like, y))
 
     return run
 
@@ -194,9 +241,10 @@ def test_jit_equals_eager(case, shape):
     y, grads = forward_backward(layer)(params, x)
     # the residuals can leave one compiled program and enter another (traced, not compiled)
     _, abstract_residuals = jax.eval_shape(layer.forward, params, x)
-    jax.eval_shape(layer.backward, params, abstract_residuals, jnp.ones_like(y))
+    jax.eval_shape(layer.backward, params, abstract_residuals, jax.tree_util.tree_map(jnp.ones_like, y))
     y_jit, grads_jit = compiled_forward_backward(case, shape)(params, x)
-    np.testing.assert_allclose(y_jit, y, rtol=1e-13, atol=1e-13)
+    for a, b in zip(jax.tree_util.tree_leaves(y_jit), jax.tree_util.tree_leaves(y), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
     eager, jitted = jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(grads_jit)
     assert len(eager) == len(jitted)
     for a, b in zip(eager, jitted):

@@ -104,12 +104,15 @@ def test_moved_values_on_every_registry_case(case):
     params, x = jax.tree_util.tree_map(
         lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, (params, x))
     leaves, treedef = jax.tree_util.tree_flatten((params, x))
-    y_shape = jax.eval_shape(lambda p, v: layer.forward(p, v)[0], params, x).shape
-    dy = normal(jax.random.PRNGKey(4), y_shape)  # float64; a draw compiled at -O0, as the registry's
+    y = jax.eval_shape(lambda p, v: layer.forward(p, v)[0], params, x)  # a pair (hs, state) for recurrent layers
+    y_leaves, y_def = jax.tree_util.tree_flatten(y)
+    keys = [jax.random.PRNGKey(4)] + [jax.random.PRNGKey(5 + i) for i in range(len(y_leaves) - 1)]
+    dy = y_def.unflatten([normal(k, leaf.shape) for k, leaf in zip(keys, y_leaves)])  # float64; drawn at -O0
 
     def phi(*flat):
         p, v = jax.tree_util.tree_unflatten(treedef, flat)
-        return jnp.vdot(layer.forward(p, v)[0], dy)
+        return sum(jnp.vdot(a, b) for a, b in zip(jax.tree_util.tree_leaves(layer.forward(p, v)[0]),
+                                                  jax.tree_util.tree_leaves(dy), strict=True))
 
     phi_jit = jax.jit(phi)
     moved = jax.jit(lambda a, i, n, j: perturb.moved_values(phi, a, j, i, n), static_argnums=3)

@@ -427,8 +427,9 @@ def test_inputs_of_1e4_give_finite_results_equal_to_jax_grad(case, dtype):
         expected_y, vjp = jax.vjp(lambda p, v: REFERENCES[case.name](p, v, targets), params, x)
         return (y, layer.backward(params, residuals, dy)), (expected_y, vjp(dy))
 
-    y_shape = jax.eval_shape(lambda p, v: layer.forward(p, v)[0], params, x).shape
-    dy = np.random.default_rng(7).standard_normal(y_shape).astype(dtype)
+    y = jax.eval_shape(lambda p, v: layer.forward(p, v)[0], params, x)  # a pair (hs, state) for recurrent layers
+    rng = np.random.default_rng(7)
+    dy = jax.tree_util.tree_map(lambda leaf: rng.standard_normal(leaf.shape).astype(dtype), y)
     # float32 all the way: under x64 off, the targets bound into a loss (float64 rows, int64
     # labels) are canonicalized to float32 and int32 as they enter the compiled function.
     with jax.enable_x64(dtype == "float64"), warnings.catch_warnings():

@@ -1,0 +1,174 @@
+"""The sequence networks and their training: the hand backward's training curve equals
+``jax.grad``'s over 100 steps (float32, the same initialization and batches) for the LSTM
+language model and the attention seq2seq; a language model's run does not depend on how its steps
+are cut into compiled chunks; greedy decoding feeds back its own characters; a tied model's
+table gets both of its gradients.
+
+(The gradients themselves, in float64, against ``jax.vjp`` of the references and finite
+differences: the registry's network cases, ``test_layers.py``.)
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from pure_backprop import tasks, text, train_seq2seq
+from pure_backprop.core import loss_and_grads, loss_and_grads_with_state
+from pure_backprop.language_model import language_model
+from pure_backprop.layers.time_softmax_cross_entropy import time_softmax_cross_entropy as xent
+from pure_backprop.seq2seq import attention_map, greedy_decode, seq2seq
+from pure_backprop.train_seq2seq import exact_match, fit_seq2seq
+from pure_backprop.train_text import fit_language_model
+
+STEPS = 100
+
+
+def _curves(hand_step, auto_step, params, opt_state, batches):
+    """The two runs' losses, step by step, from the same start over the same batches."""
+    def run(step):
+        def body(carry, batch):
+            p, s, o = carry
+            p, s, o, value = step(p, s, o, batch)
+            return (p, s, o), value
+
+        return jax.jit(lambda p, o, b: jax.lax.scan(body, (p, state0, o), b)[1])(params, opt_state, batches)
+
+    state0 = hand_step.state0
+    return np.asarray(run(hand_step)), np.asarray(run(auto_step))
+
+
+class _Step:
+    def __init__(self, fn, state0):
+        self.fn, self.state0 = fn, state0
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+
+@pytest.fixture(scope="module")
+def small_text():
+    corpus = text.load_text()
+    xs, ts = text.windows(corpus.train[:20_000], batch=4, length=12)
+    return corpus, jnp.asarray(xs[:STEPS]), jnp.asarray(ts[:STEPS])
+
+
+def test_the_lstm_language_models_curve_with_the_hand_backward_is_jax_grads_over_100_steps(small_text):
+    corpus, xs, ts = small_text
+    net = language_model(len(corpus.vocab), embed=8, hidden=16, cell="lstm", drop_rate=0.2, tie=False)
+    params, state, _ = net.init(jax.random.PRNGKey(0), (4, 12))
+    optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(3e-3))
+    key = jax.random.PRNGKey(1)
+
+    def hand(p, s, o, batch):
+        (x, t), k = batch
+        value, grads, s = loss_and_grads_with_state(net, xent, p, s, x, t, k, True)
+        updates, o = optimizer.update(grads, o, p)
+        return optax.apply_updates(p, updates), s, o, value
+
+    def auto(p, s, o, batch):
+        (x, t), k = batch
+
+        def loss(p):
+            scores, new_s, _ = net.forward(p, s, x, k, True)
+            return xent.forward(scores, t)[0], new_s
+
+        (value, s), grads = jax.value_and_grad(loss, has_aux=True)(p)
+        s = jax.lax.stop_gradient(s)
+        updates, o = optimizer.update(grads, o, p)
+        return optax.apply_updates(p, updates), s, o, value
+
+    keys = jax.random.split(key, STEPS)
+    ours, theirs = _curves(_Step(hand, state), _Step(auto, state), params, optimizer.init(params), ((xs, ts), keys))
+    assert ours.dtype == np.float32 and ours[-1] < 0.8 * ours[0]  # it learns
+    np.testing.assert_allclose(ours, theirs, rtol=2e-4)  # float32 rounding, grown over 100 steps
+
+
+def test_the_attention_seq2seqs_curve_with_the_hand_backward_is_jax_grads_over_100_steps():
+    task = tasks.make_task("addition", n=900, seed=0, reverse=True)
+    net = seq2seq(len(task.vocab), embed=8, hidden=16, decoder="attention")
+    params, _ = net.init(jax.random.PRNGKey(0), ((8, 7), (8, 4)))
+    optimizer = optax.chain(optax.clip_by_global_norm(5.0), optax.adam(1e-2))
+    order = np.random.default_rng(0).integers(0, len(task.x_train), size=(STEPS, 8))
+    q = jnp.asarray(task.x_train[order])
+    d_in, d_out = tasks.decoder_io(task.t_train[order].reshape(-1, 5))
+    batches = (q, jnp.asarray(d_in.reshape(STEPS, 8, 4)), jnp.asarray(d_out.reshape(STEPS, 8, 4)))
+
+    def hand(p, s, o, batch):
+        x, d, t = batch
+        value, grads = loss_and_grads(net, xent, p, (x, d), t)
+        updates, o = optimizer.update(grads, o, p)
+        return optax.apply_updates(p, updates), s, o, value
+
+    def auto(p, s, o, batch):
+        x, d, t = batch
+        value, grads = jax.value_and_grad(lambda p: xent.forward(net.forward(p, (x, d))[0], t)[0])(p)
+        updates, o = optimizer.update(grads, o, p)
+        return optax.apply_updates(p, updates), s, o, value
+
+    ours, theirs = _curves(_Step(hand, ()), _Step(auto, ()), params, optimizer.init(params), batches)
+    assert ours[-10:].mean() < 0.7 * ours[:10].mean()
+    np.testing.assert_allclose(ours, theirs, rtol=2e-4)
+
+
+def test_a_language_model_run_is_the_same_however_its_steps_are_cut_into_chunks(small_text):
+    corpus, xs, ts = small_text
+    net = language_model(len(corpus.vocab), embed=6, hidden=8, cell="gru", drop_rate=0.1)
+    params, state, _ = net.init(jax.random.PRNGKey(2), (4, 12))
+    optimizer = optax.adam(1e-2)
+    windows, val = (xs[:7], ts[:7]), (xs[90:93], ts[90:93])  # 7 windows: steps 7, 14 restart at window 0
+    fit = functools.partial(fit_language_model, net, optimizer, params, state, windows, val, steps=18,
+                            key=jax.random.PRNGKey(3))
+    a, b = fit(eval_every=18), fit(eval_every=5)
+    for x, y in zip(jax.tree_util.tree_leaves((a.params, a.state)), jax.tree_util.tree_leaves((b.params, b.state))):
+        np.testing.assert_array_equal(x, y)
+    assert [r["step"] for r in b.history] == [5, 10, 15, 18]
+    assert a.history[-1]["val_bits_per_char"] == b.history[-1]["val_bits_per_char"]
+    assert b.best_val_bits_per_char == min(r["val_bits_per_char"] for r in b.history)
+    # resumed from step 10 with what the run had there: the same end
+    first = fit(eval_every=5, steps=10)
+    rest = fit_language_model(net, optimizer, first.params, first.state, windows, val, steps=18, key=jax.random.PRNGKey(3),
+                              eval_every=5, opt_state=first.opt_state, start_step=10)
+    for x, y in zip(jax.tree_util.tree_leaves(rest.params), jax.tree_util.tree_leaves(b.params)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_greedy_decoding_feeds_back_its_own_most_likely_character():
+    task = tasks.make_task("date", n=40, seed=4)
+    net = seq2seq(len(task.vocab), embed=4, hidden=6, decoder="peeky")
+    params, _ = net.init(jax.random.PRNGKey(5), ((3, 29), (3, 10)))
+    params = jax.tree_util.tree_map(lambda p: 3 * p, params)  # sharper scores: no ties in the argmax
+    q = jnp.asarray(task.x_val[:3])
+    decoded = np.asarray(greedy_decode(net, params, q, task.vocab.index("_"), 10))
+    # teacher forcing on the decoded answer gives back the decoded answer, character by character
+    inputs = np.concatenate([np.full((3, 1), task.vocab.index("_")), decoded[:, :-1]], axis=1)
+    scores, _ = net.forward(params, (q, jnp.asarray(inputs)))
+    np.testing.assert_array_equal(np.argmax(np.asarray(scores), axis=-1), decoded)
+    weights = attention_map(seq2seq(len(task.vocab), 4, 6, "attention"),
+                            seq2seq(len(task.vocab), 4, 6, "attention").init(jax.random.PRNGKey(0), ((3, 29), (3, 10)))[0],
+                            q, jnp.asarray(inputs))
+    assert weights.shape == (3, 10, 29)
+    np.testing.assert_allclose(np.asarray(weights).sum(-1), 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="attention_map: the network has no attention"):
+        attention_map(net, params, q, jnp.asarray(inputs))
+
+
+def test_fit_seq2seq_learns_and_scores_exact_matches_of_whole_answers(monkeypatch):
+    task = tasks.make_task("addition", n=1200, seed=1, reverse=True)
+    net = seq2seq(len(task.vocab), embed=8, hidden=24, decoder="attention")
+    params, _ = net.init(jax.random.PRNGKey(0), ((32, 7), (32, 4)))
+    result = fit_seq2seq(net, optax.adam(1e-2), params, task, epochs=3, batch_size=32, key=jax.random.PRNGKey(1))
+    losses = [r["train_loss"] for r in result.history]
+    assert losses[-1] < losses[0] and [r["epoch"] for r in result.history] == [1, 2, 3]
+    assert result.best_val_exact_match == max(r["val_exact_match"] for r in result.history)
+    # exact match counts whole answers: a decoder that writes the true answers scores 1; one
+    # character off in one of four answers, 0.75
+    answers = task.t_val[:4]
+    monkeypatch.setattr(train_seq2seq, "decode_answers", lambda *args, **kwargs: answers[:, 1:])
+    assert exact_match(net, params, task.x_val[:4], answers, task.vocab) == 1.0
+    wrong = answers.copy()
+    wrong[0, 2] = (wrong[0, 2] + 1) % len(task.vocab)
+    assert exact_match(net, params, task.x_val[:4], wrong, task.vocab) == 0.75
