@@ -113,7 +113,7 @@ REFERENCES = {
     "simple_conv_net": lambda params, x, targets: ref7.simple_conv_net(params[0], x, targets),
     "deep_conv_net": _deep_conv_net,
     # the sequel's networks: x holds the embedding tables, the targets the bound ids
-    "rnn_lm": _language_model("rnn"), "lstm_lm_tied": _language_model("lstm", True, DROP_RATE),
+    "lstm_lm_tied": _language_model("lstm", True, DROP_RATE),
     "gru_lm": _language_model("gru"), "seq2seq": _seq2seq("plain"), "peeky_seq2seq": _seq2seq("peeky"),
     "attention_seq2seq": _seq2seq("attention"),
     # the sequel's recurrent layers, y = (hs, stateT); truncated BPTT's window from its fixed state
