@@ -10,6 +10,7 @@ reproduces the run's own test accuracy exactly.
 
 import gzip
 import json
+import re
 import shutil
 import struct
 import zipfile
@@ -347,6 +348,18 @@ def test_a_run_written_before_checkpoints_loads_from_metrics_and_params(tmp_path
     np.testing.assert_array_equal(runs.predict(run, data.x_test[:5].reshape(5, 8, 8)), probabilities[:5])
 
 
+def test_a_run_folder_whose_state_is_not_its_networks_is_refused_naming_its_params_file(tmp_path):
+    _legacy_folder(tmp_path / "run")
+    path = tmp_path / "run" / "params.npz"
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    state_key = next(k for k in arrays if k.startswith("state/"))
+    arrays[state_key] = arrays[state_key][:-1]  # one running average too short
+    np.savez(path, **arrays)
+    with pytest.raises(runs.RunError, match=rf"^{re.escape(str(path))}: {re.escape(state_key)} is float32 "):
+        runs.load_run(tmp_path / "run")
+
+
 def test_a_plain_network_loads_predicts_and_evaluates_from_its_checkpoint(tmp_path):
     options = dict(OPTIONS, batchnorm=False, dropout=0.0, validation=0.0)
     written = _checkpoint(options)
@@ -397,6 +410,7 @@ def test_mnist_options_fill_their_image_shape_and_data_folder(tmp_path, monkeypa
     assert options["image_shape"] == (28, 28) and options["data_dir"] == "d/m"
     recorded = runs.run_options({**OPTIONS, "dataset": "mnist", "image_shape": [20, 24], "data_dir": "d/m"}, "here")
     assert recorded["image_shape"] == (20, 24)  # a recorded shape wins over the dataset's usual one
+    assert runs.run_options({**OPTIONS, "num_classes": 4}, "here")["num_classes"] == 4  # and recorded classes
     from test_data_cli import write_mnist
 
     write_mnist(tmp_path / "mnist", n_train=200, n_test=10)
