@@ -28,7 +28,11 @@ before the output layer; ``h``'s gradient is the sum, over every step, of those 
 the decoder's ``dh0``.
 
 The decoder starts from the encoder's whole last state ``(h, c)``; the book passes ``h`` alone
-and starts ``c`` at zero. Both embeddings are the book's separate tables.
+and starts ``c`` at zero. Both embeddings are the book's separate tables, drawn from a standard
+normal (``language_model.EMBED_INIT``) rather than the book's std 0.01: chosen on the validation
+split of addition (attention decoder, embedding 16, LSTMs of 128, Adam 1e-3, batch 128, clipping
+5, reversed questions, seed 0), where it reached 88.3 % exact match at epoch 10 and 95.3 % at 15,
+against 55.4 % and 84.8 % from the book's start.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from .core import Layer
 from .layers.attention import time_attention_backward, time_attention_forward
 from .layers.embedding import embedding
 from .layers.lstm import lstm
+from .language_model import EMBED_INIT
 from .layers.time_affine import time_affine
 
 DECODERS = ("plain", "peeky", "attention")
@@ -49,10 +54,11 @@ def seq2seq(vocab_size: int, embed: int = 16, hidden: int = 128, decoder: str = 
             embed_init=None, w_init=None) -> Layer:
     """The encoder-decoder network. ``init(key, (question_shape, decoder_input_shape), dtype)``
     returns params ``{"enc_embed", "encoder", "dec_embed", "decoder", "out"}`` and the scores'
-    shape. ``embed_init`` (both tables) defaults to the embedding's, ``w_init`` (the LSTMs) to the
+    shape. ``embed_init`` (both tables) defaults to ``EMBED_INIT``, ``w_init`` (the LSTMs) to the
     LSTM's."""
     if decoder not in DECODERS:
         raise ValueError(f"seq2seq: decoder must be one of {list(DECODERS)}, got {decoder!r}")
+    embed_init = embed_init or EMBED_INIT
     enc_embed, dec_embed = embedding(vocab_size, embed, embed_init), embedding(vocab_size, embed, embed_init)
     encoder, dec_lstm = lstm(hidden, w_init), lstm(hidden, w_init)
     out = time_affine(vocab_size)
