@@ -439,7 +439,7 @@ def _read_picture(path: Path, raw: bytes) -> np.ndarray:
         raise RunError(f"{path}: not a readable image ({e})") from None
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     # inverted on the integers, then one division: every pixel is the float32 nearest to k / 255
-    # (1 - float32(k / 255) would round twice, one ulp off for most k < 128)
+    # (1 - float32(k / 255) would round twice: one ulp off for 159 of the 256 levels)
     return np.asarray(255 - gray if 2 * border.sum() > 255 * border.size else gray, np.float32) / np.float32(255)
 
 
