@@ -40,6 +40,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from .checks import require_pair
 from .core import Layer
 from .layers.attention import time_attention_backward, time_attention_forward
 from .layers.embedding import embedding
@@ -103,33 +104,30 @@ def seq2seq(vocab_size: int, embed: int = 16, hidden: int = 128, decoder: str = 
         return scores, last, (r_de, r_dec, r_att, r_out)
 
     def forward(params, x):
-        questions, decoder_inputs = _pair(x)
+        questions, decoder_inputs = require_pair("seq2seq", x)
         hs_enc, state, r_enc = encode(params, questions)
         scores, _, r_dec = decode(params, hs_enc, state, decoder_inputs)
         return scores, (r_enc, r_dec, state, hs_enc)
 
     def backward(params, residuals, dscores):
         (r_ee, r_enc), (r_de, r_dec, r_att, r_out), state, hs_enc = residuals
-        n, _, h = hs_enc.shape
         g_out, dz = out.backward(params["out"], r_out, dscores)
-        dh_enc_last = jnp.zeros((n, h), dz.dtype)  # the peeky copies of h_enc = hs_enc[:, -1]
-        dhs_enc = jnp.zeros(hs_enc.shape, dz.dtype)
+        dhs_enc = jnp.zeros(hs_enc.shape, dz.dtype)  # the plain and peeky decoders read no encoder state but the last
         if attend:
             dcontexts, dhs_dec = dz[..., :hidden], dz[..., hidden:]
             dhs_enc, dhs_dec_att = time_attention_backward(r_att, dcontexts)
             dhs_dec = dhs_dec + dhs_dec_att
         elif peeky:
-            dh_enc_last = jnp.sum(dz[..., :hidden], axis=1)
+            dh_peeked = jnp.sum(dz[..., :hidden], axis=1)  # the copies of h_enc = hs_enc[:, -1] at the output
             dhs_dec = dz[..., hidden:]
         else:
             dhs_dec = dz
         zeros = jax.tree_util.tree_map(jnp.zeros_like, state)
         g_dec, (de, dstate) = dec_lstm.backward(params["decoder"], r_dec, (dhs_dec, zeros))
-        if peeky:
-            dh_enc_last = dh_enc_last + jnp.sum(de[..., :hidden], axis=1)
+        if peeky:  # and the copies at the decoder's input
+            dhs_enc = dhs_enc.at[:, -1].set(dh_peeked + jnp.sum(de[..., :hidden], axis=1))
             de = de[..., hidden:]
         g_de, d_answers = dec_embed.backward(params["dec_embed"], r_de, de)
-        dhs_enc = dhs_enc.at[:, -1].add(dh_enc_last)
         g_enc, (de_enc, _) = encoder.backward(params["encoder"], r_enc, (dhs_enc, dstate))
         g_ee, d_questions = enc_embed.backward(params["enc_embed"], r_ee, de_enc)
         grads = {"enc_embed": g_ee, "encoder": g_enc, "dec_embed": g_de, "decoder": g_dec, "out": g_out}
@@ -187,12 +185,6 @@ def attention_map(network: Seq2seqNetwork, params, questions, answers_in):
 
 def _repeat(h, t):
     return jnp.broadcast_to(h[:, None, :], (h.shape[0], t, h.shape[1]))
-
-
-def _pair(x):
-    if not isinstance(x, (tuple, list)) or len(x) != 2:
-        raise ValueError(f"seq2seq: x must be a pair (questions, decoder_inputs) of id arrays, got {type(x).__name__}")
-    return x
 
 
 def _pair_shapes(in_shape):
