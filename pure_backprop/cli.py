@@ -1,8 +1,9 @@
-"""The command line: ``pure-backprop train``, ``predict``, ``evaluate`` and ``check``.
+"""The command line: ``pure-backprop train``, ``predict``, ``evaluate``, ``generate`` and ``check``.
 
 The CLI only parses options, loads data and writes files; the training loop is
 ``pure_backprop.train.fit``, run folders are ``pure_backprop.runs`` and the checker
-``pure_backprop.gradcheck``.
+``pure_backprop.gradcheck``. The sequence models' half (language models and seq2seq) is
+``pure_backprop.cli_sequences``.
 Every user mistake (a bad option, a missing data folder, an unwritable output folder)
 ends with one line on stderr and exit code 2, never a traceback; a bare ``pure-backprop``
 lists the commands and says where to start, also with exit code 2. Ctrl-C ends with exit
@@ -34,6 +35,8 @@ MODELS = {"mlp": {"epochs": 1000, "dropout": 0.0, **_PLAIN},
           "convnet": {"epochs": 300, "dropout": 0.0, "lr": 0.2, "schedule": "cosine", "weight_decay": 1e-3},
           "deepconvnet": {"epochs": 50, "dropout": 0.5, **_PLAIN}}
 MLP_ONLY = ("hidden", "activation", "batchnorm")
+IMAGE_DEFAULTS = {"dataset": "digits", "validation": 0.2, "optimizer": "sgd", "batch_size": 100, "augment": "affine"}
+SEQUENCE_ONLY = ("text", "steps", "embed", "seq_length", "clip", "tie", "no_reverse")
 FLOAT32_MAX = 3.4028234663852886e38  # training runs in float32: larger option values would become inf
 
 
@@ -100,9 +103,11 @@ MAX_EPOCHS = 2**31  # the compiled loop counts epochs in int32
 
 
 COMMANDS = {  # each command's line in the list of commands
-    "train": "train a network (mlp, convnet or deepconvnet) with the hand-written gradients",
-    "predict": "classify images (PNG, JPEG, .npy, IDX) with a trained run",
-    "evaluate": "the loss and accuracy of a trained run on a dataset",
+    "train": "train a network (mlp, convnet, deepconvnet, a language model or seq2seq) with the hand-written "
+             "gradients",
+    "predict": "classify images (PNG, JPEG, .npy, IDX), or answer questions with a seq2seq run",
+    "evaluate": "the loss and accuracy of a trained image run on a dataset",
+    "generate": "write text with a trained language model",
     "check": "check every built-in backward pass against jax.vjp and finite differences",
 }
 HINT = ("run 'pure-backprop train' to train the default network on the bundled digits,\n"
@@ -112,10 +117,18 @@ _TRAIN_EXAMPLES = """\
   pure-backprop train --epochs 1 --out runs/one  # one epoch: see the files
   pure-backprop train --model convnet            # SimpleConvNet
   pure-backprop train --dataset mnist --data-dir data/mnist --epochs 20
-  pure-backprop train --resume runs/one --epochs 3  # two more epochs"""
+  pure-backprop train --resume runs/one --epochs 3  # two more epochs
+  pure-backprop train --model lstm-lm --out runs/lm     # character LSTM on Python's help text
+  pure-backprop train --model lstm-lm --text my.txt     # on a UTF-8 file of your own
+  pure-backprop train --model attention-seq2seq --out runs/add   # 16+75 -> 91
+  pure-backprop train --model attention-seq2seq --dataset date   # september 27, 1994 -> 1994-09-27"""
 _PREDICT_EXAMPLES = """\
   pure-backprop predict runs/one digit.png       # the class and top 3
-  pure-backprop predict runs/one a.png b.npy --json"""
+  pure-backprop predict runs/one a.png b.npy --json
+  pure-backprop predict runs/date "september 27, 1994" "1/2/03"  # a seq2seq run"""
+_GENERATE_EXAMPLES = """\
+  pure-backprop generate runs/lm --prompt "The " --length 200
+  pure-backprop generate runs/lm --prompt "def " --temperature 0.5 --seed 3"""
 _EVALUATE_EXAMPLES = """\
   pure-backprop evaluate runs/one                # its own test split
   pure-backprop evaluate runs/one --split val    # its validation split"""
@@ -127,6 +140,8 @@ _CHECK_EXAMPLES = """\
 
 
 def _train_description() -> str:
+    from .cli_sequences import LM_DEFAULTS as lm, SEQ2SEQ_DEFAULTS as s2s, SEQ2SEQ_EPOCHS
+
     mlp, conv, deep = MODELS["mlp"], MODELS["convnet"], MODELS["deepconvnet"]
     return f"""\
 Train a network with the hand-written gradients (checked once against jax.grad
@@ -144,63 +159,105 @@ models (--model):
   deepconvnet  the book's DeepConvNet: conv 3x3 -> ReLU at widths 16,16 | 32,32 |
                64,64 with a max pool 2x2 after each pair, then affine 50 ->
                ReLU -> dropout -> affine -> dropout, He init; {deep['epochs']} epochs,
-               dropout {deep['dropout']}, lr {deep['lr']}"""
+               dropout {deep['dropout']}, lr {deep['lr']}
+  rnn-lm, lstm-lm, gru-lm
+               character language models (the sequel's Rnnlm) on --dataset text:
+               embedding {lm['embed']} -> RNN/LSTM/GRU {lm['hidden']} -> affine, windows of
+               {lm['seq_length']} characters (truncated backprop through time), batch {lm['batch_size']},
+               {lm['optimizer']} {lm['lr']} with {lm['schedule']} decay over {lm['steps']} steps,
+               gradients clipped to norm {lm['clip']}; reports validation bits per character
+  seq2seq, peeky-seq2seq, attention-seq2seq
+               the sequel's encoder-decoder LSTMs on --dataset addition or date:
+               embedding {s2s['embed']}, LSTMs of {s2s['hidden']}, reversed questions, batch
+               {s2s['batch_size']}, {s2s['optimizer']} {s2s['lr']}, clipping {s2s['clip']}; {SEQ2SEQ_EPOCHS['addition']} epochs on
+               addition, {SEQ2SEQ_EPOCHS['date']} on date; reports the exact match of greedy answers
+
+datasets (--dataset): digits (bundled) and mnist for the image models; text (the
+help topics of the running Python, or --text FILE) for the language models;
+addition and date (50,000 examples generated from --seed) for seq2seq"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command; each option's help states its default."""
     from . import __version__
+    from .sequence_runs import SEQUENCE_MODELS
     from .train import OPTIMIZERS, SCHEDULES
 
     raw = argparse.RawDescriptionHelpFormatter  # keeps the line breaks of descriptions and examples
     parser = _Parser(prog="pure-backprop", description="Hand-derived backpropagation in pure JAX.",
-                     epilog=f"examples:\n{_TRAIN_EXAMPLES}\n{_PREDICT_EXAMPLES}\n{_EVALUATE_EXAMPLES}\n{_CHECK_EXAMPLES}\n\n{HINT}",
+                     epilog=f"examples:\n{_TRAIN_EXAMPLES}\n{_PREDICT_EXAMPLES}\n{_EVALUATE_EXAMPLES}\n{_GENERATE_EXAMPLES}\n"
+                            f"{_CHECK_EXAMPLES}\n\n{HINT}",
                      formatter_class=raw)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND", parser_class=_Parser)
 
     t = commands.add_parser("train", help=COMMANDS["train"], description=_train_description(),
                             epilog=f"examples:\n{_TRAIN_EXAMPLES}", formatter_class=raw)
-    t.add_argument("--dataset", choices=["digits", "mnist"], default="digits",
+    t.add_argument("--dataset", choices=["digits", "mnist", "text", "addition", "date"], default=None,
                    help="digits: the 1797 8x8 images bundled with pure_backprop; mnist: the four IDX files "
-                        "in --data-dir (default %(default)s)")
+                        "in --data-dir; text, addition, date: for the sequence models, described above "
+                        "(default digits, text for a language model, addition for seq2seq)")
     t.add_argument("--data-dir", type=_folder, default=None, metavar="DIR",
                    help="folder of the four MNIST IDX files (default data/mnist)")
     t.add_argument("--download", action="store_true", help="fetch missing MNIST files from --mirror")
     t.add_argument("--mirror", type=_mirror, default=None, metavar="URL",
                    help="http(s) or file URL of the folder of MNIST .gz files (default: the standard mirror)")
-    t.add_argument("--model", choices=list(MODELS), default="mlp",
-                   help="mlp (MultiLayerNetExtend), convnet (SimpleConvNet) or deepconvnet (DeepConvNet), "
-                        "described above (default %(default)s)")
+    t.add_argument("--model", choices=[*MODELS, *SEQUENCE_MODELS], default="mlp", metavar="MODEL",
+                   help="mlp, convnet, deepconvnet, rnn-lm, lstm-lm, gru-lm, seq2seq, peeky-seq2seq or "
+                        "attention-seq2seq, described above (default %(default)s)")
     t.add_argument("--hidden", type=_widths, default=None, metavar="WIDTHS",
-                   help="mlp hidden widths, e.g. 100,50 (default 50)")
+                   help="mlp hidden widths, e.g. 100,50 (default 50); one width for a sequence model's "
+                        "recurrent layers (default 256 for a language model, 128 for seq2seq)")
     t.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], default=None, help="mlp activation (default relu)")
     t.add_argument("--init", choices=["he", "xavier", "book"], default=None,
                    help="weight init: he (default for relu), xavier (default for sigmoid/tanh), book (std 0.01)")
     t.add_argument("--batchnorm", action="store_true", help="mlp: batch normalization after each hidden affine layer")
     t.add_argument("--dropout", type=_FRACTION, default=None, metavar="RATE",
-                   help="dropout after each hidden activation, dropping with probability RATE "
+                   help="dropout after each hidden activation (a language model: on the embedding's and the "
+                        "recurrent layer's outputs), dropping with probability RATE "
                         f"(default {MODELS['mlp']['dropout']:g} for mlp, {MODELS['deepconvnet']['dropout']} "
-                        "for deepconvnet as in the book)")
+                        "for deepconvnet as in the book, 0 for a language model)")
     t.add_argument("--weight-decay", type=_NON_NEGATIVE, default=None, metavar="LAMBDA",
                    help="L2 penalty 0.5*LAMBDA*sum(W**2) on the weights "
                         f"(default {MODELS['mlp']['weight_decay']:g}; {MODELS['convnet']['weight_decay']:g} for convnet)")
-    t.add_argument("--validation", type=_FRACTION, default=0.2, metavar="FRACTION",
-                   help="fraction of the training data held out for validation (default %(default)s; 0 trains on all)")
-    t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd",
-                   help="the optax optimizer; momentum and nesterov with momentum 0.9 (default %(default)s)")
+    t.add_argument("--validation", type=_FRACTION, default=None, metavar="FRACTION",
+                   help="fraction of the training data held out for validation (default 0.2; 0 trains on all; "
+                        "0.1 for the sequence models: the end of the text, or 5,000 of the 50,000 examples)")
+    t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=None,
+                   help="the optax optimizer; momentum and nesterov with momentum 0.9 (default sgd; adam for "
+                        "the sequence models)")
     t.add_argument("--lr", type=_positive(float, FLOAT32_MAX, " below 3.4e38 (float32)"), default=None,
-                   help=f"learning rate (default {MODELS['mlp']['lr']}; {MODELS['convnet']['lr']} for convnet)")
+                   help=f"learning rate (default {MODELS['mlp']['lr']}; {MODELS['convnet']['lr']} for convnet; "
+                        "0.003 for a language model, 0.001 for seq2seq)")
     t.add_argument("--schedule", choices=SCHEDULES, default=None,
                    help="learning rate over the run: constant, or cosine decay from --lr to 0 over all steps "
-                        f"(default {MODELS['mlp']['schedule']}; {MODELS['convnet']['schedule']} for convnet)")
-    t.add_argument("--batch-size", type=_positive(int), default=100, metavar="N",
-                   help="training samples per update (default %(default)s)")
+                        f"(default {MODELS['mlp']['schedule']}; {MODELS['convnet']['schedule']} for convnet and "
+                        "a language model)")
+    t.add_argument("--batch-size", type=_positive(int), default=None, metavar="N",
+                   help="training samples per update (default 100; 32 text streams for a language model, 128 "
+                        "questions for seq2seq)")
     t.add_argument("--epochs", type=_positive(int, MAX_EPOCHS, " below 2**31"), default=None, metavar="N",
                    help="passes over the training data (default "
-                        + ", ".join(f"{m['epochs']} for {name}" for name, m in MODELS.items()) + ")")
-    t.add_argument("--augment", choices=["affine", "none"], default="affine",
-                   help="random affine warps of half of each training batch (default %(default)s)")
+                        + ", ".join(f"{m['epochs']} for {name}" for name, m in MODELS.items())
+                        + "; 70 for seq2seq on addition, 10 on date)")
+    t.add_argument("--augment", choices=["affine", "none"], default=None,
+                   help="random affine warps of half of each training batch (default affine)")
+    t.add_argument("--text", type=_folder, default=None, metavar="FILE",
+                   help="a language model: train on this UTF-8 file (default: the help topics of the running Python, "
+                        "pydoc_data.topics)")
+    t.add_argument("--steps", type=_positive(int, MAX_EPOCHS, " below 2**31"), default=None, metavar="N",
+                   help="a language model: training steps, one window of every stream each (default 2000)")
+    t.add_argument("--embed", type=_positive(int), default=None, metavar="N",
+                   help="a sequence model: embedding size (default 64 for a language model, 16 for seq2seq)")
+    t.add_argument("--seq-length", type=_positive(int), default=None, metavar="T",
+                   help="a language model: characters per window, the span of backprop through time (default 64)")
+    t.add_argument("--clip", type=_positive(float, FLOAT32_MAX, " below 3.4e38 (float32)"), default=None,
+                   metavar="NORM", help="a sequence model: clip the gradient's global norm to NORM (optax; default "
+                                        "1.0 for a language model, 5.0 for seq2seq)")
+    t.add_argument("--tie", action="store_true",
+                   help="a language model: the output layer reuses the embedding's table (needs --embed = --hidden)")
+    t.add_argument("--no-reverse", action="store_true",
+                   help="seq2seq: read the questions as written (default: reversed, as in the sequel)")
     t.add_argument("--seed", type=_SEED, default=0, metavar="N",
                    help="the splits, the initialisation and the shuffling (default %(default)s)")
     t.add_argument("--out", type=_folder, default=None, metavar="DIR", help="run folder (default runs/<timestamp>)")
@@ -217,12 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
                                         "resized to the\nrun's image size, inverted when dark ink on a light "
                                         "ground), .npy arrays and IDX\nfiles (pixels scaled as the run's data: "
                                         "see pure_backprop.runs.read_images).\nPrints each image's class and "
-                                        "its top probabilities.",
+                                        "its top probabilities.\nWith a seq2seq run, the arguments are questions "
+                                        "(\"16+75\", \"september 27, 1994\"),\nwritten as its task writes them; "
+                                        "prints each question and the run's answer.",
                             epilog=f"examples:\n{_PREDICT_EXAMPLES}")
     p.add_argument("run", type=_folder, metavar="RUN", help="a run folder written by pure-backprop train")
-    p.add_argument("files", nargs="+", metavar="FILE", help="images: .png, .jpg, .npy or IDX files")
-    p.add_argument("--top", type=_positive(int), default=3, metavar="K",
-                   help="how many of the most probable classes to print (default %(default)s)")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="images: .png, .jpg, .npy or IDX files; questions for a seq2seq run")
+    p.add_argument("--top", type=_positive(int), default=None, metavar="K",
+                   help="how many of the most probable classes to print (default 3)")
     p.add_argument("--json", action="store_true", help="print one JSON list instead of lines")
 
     e = commands.add_parser("evaluate", help=COMMANDS["evaluate"], formatter_class=raw,
@@ -237,6 +297,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", choices=["train", "val", "test"], default="test",
                    help="which split (default %(default)s)")
 
+    g = commands.add_parser("generate", help=COMMANDS["generate"], formatter_class=raw,
+                            description="Write text with a trained language model (--model rnn-lm, lstm-lm or "
+                                        "gru-lm):\nthe prompt is read from a zero state, then each next character "
+                                        "is drawn from\nsoftmax(scores / temperature) and fed back. Prints the "
+                                        "prompt and what follows.",
+                            epilog=f"examples:\n{_GENERATE_EXAMPLES}")
+    g.add_argument("run", type=_folder, metavar="RUN", help="a language model's run folder written by pure-backprop train")
+    g.add_argument("--prompt", required=True, metavar="TEXT",
+                   help="the text to continue, of the characters of the run's text (no default: required)")
+    g.add_argument("--length", type=_number(int, 0, "an int in [0, 1000000]", high=1_000_001, low_open=False),
+                   default=200, metavar="N", help="characters to write after the prompt (default %(default)s)")
+    g.add_argument("--temperature", type=_number(float, 0, "a finite number >= 0", low_open=False), default=1.0,
+                   metavar="T", help="1 samples from the model's distribution; below 1 more likely characters, "
+                                     "0 always the most likely one (default %(default)s)")
+    g.add_argument("--seed", type=_SEED, default=0, metavar="N", help="the sampling (default %(default)s)")
+
     c = commands.add_parser("check", help=COMMANDS["check"], formatter_class=raw,
                             description="Check the hand-written backward pass of every built-in node, layer and "
                                         "network\n(or of --layer) in float64 against jax.vjp and finite "
@@ -250,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=_SEED, default=0, metavar="N",
                    help="the parameters, inputs and directions (default %(default)s)")
     c.add_argument("--list", action="store_true", help="list the names that --layer accepts")
-    for command in (t, p, e, c):
+    for command in (t, p, e, g, c):
         command.add_argument("--compile-cache", type=_cache_folder, default=default_cache(), metavar="DIR",
                              help="keep XLA's compiled programs in DIR, so that a later run with the same "
                                   "settings skips compiling them; 'none' to keep nothing "
@@ -340,6 +416,10 @@ def main(argv=None) -> int:
                     return predict_command(args)
                 if args.command == "evaluate":
                     return evaluate_command(args)
+                if args.command == "generate":
+                    from .cli_sequences import generate_command
+
+                    return generate_command(args)
                 return check_command(args, stop)
         except UsageError as e:
             print(f"pure-backprop: error: {e}", file=sys.stderr)
@@ -509,6 +589,15 @@ def train_command(args, stop: _StopRequest | None = None) -> int:
 
 def _model_options(args):
     """Fill the per-model defaults and refuse options that do nothing for the chosen model."""
+    for name in SEQUENCE_ONLY:
+        if getattr(args, name, None):
+            raise UsageError(f"--{name.replace('_', '-')} applies to the sequence models, not {args.model}")
+    if getattr(args, "dataset", None) not in (None, "digits", "mnist"):
+        raise UsageError(f"--dataset {args.dataset} is for the sequence models; --model {args.model} trains on "
+                         "digits or mnist")
+    for name, default in IMAGE_DEFAULTS.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, default)
     if args.model != "mlp":
         for name in MLP_ONLY:
             if getattr(args, name):
@@ -628,6 +717,10 @@ def _resume(args):
 
 
 def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
+    if args.model not in MODELS:
+        from .cli_sequences import train_sequence
+
+        return train_sequence(args, out, stop, written)
     resumed = _resume(args) if getattr(args, "resume", None) is not None else None
     _model_options(args)
     dataset = _load(args, stop)
@@ -873,7 +966,13 @@ def predict_command(args) -> int:
     import numpy as np
 
     from .runs import RunError, predict, read_images
+    from .sequence_runs import is_sequence_run
 
+    if is_sequence_run(args.run):
+        from .cli_sequences import predict_questions
+
+        return predict_questions(args)
+    args.top = args.top or 3
     run = _load_run(args.run)
     try:
         files = [(name, read_images(name, run.options)) for name in args.files]
@@ -900,7 +999,11 @@ def evaluate_command(args) -> int:
     """``pure-backprop evaluate RUN``: the loss and accuracy on a split, the run's test split by default."""
     from .data import DataError
     from .runs import evaluate, run_dataset
+    from .sequence_runs import is_sequence_run
 
+    if is_sequence_run(args.run):
+        raise UsageError(f"{args.run} is a sequence run: its validation and test figures are in its metrics.json; "
+                         "evaluate scores image runs")
     run = _load_run(args.run)
     name = args.dataset or run.options["dataset"]
     try:

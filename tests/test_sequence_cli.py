@@ -1,0 +1,183 @@
+"""The sequence models on the command line: ``train --model lstm-lm`` on a text file and
+``--model attention-seq2seq`` on a generated task write a run folder that ``generate`` and
+``predict`` use; options that do not apply, and bad text files, stop with one line and exit 2.
+
+Two tiny runs (module fixtures) serve every test that needs one."""
+
+import hashlib
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pure_backprop.cli import main
+from pure_backprop.seq2seq import greedy_decode
+from pure_backprop.sequence_runs import (SequenceRunError, answer, generate, is_sequence_run, load_sequence_run)
+from pure_backprop.tasks import VOCABULARIES, decode, encode_questions
+
+TEXT = "the cat sat on the mat. the dog sat on the log. " * 40
+LM_OPTIONS = ["--model", "lstm-lm", "--steps", "6", "--hidden", "8", "--embed", "4", "--seq-length", "8",
+              "--batch-size", "2", "--no-progress", "--compile-cache", "none"]
+S2S_OPTIONS = ["--model", "attention-seq2seq", "--epochs", "1", "--hidden", "8", "--embed", "4", "--batch-size", "500",
+               "--no-progress", "--compile-cache", "none"]
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lm")
+    text = folder / "corpus.txt"
+    text.write_text(TEXT, encoding="utf-8")
+    assert main(["train", *LM_OPTIONS, "--text", str(text), "--out", str(folder / "run")]) == 0
+    return folder / "run", text
+
+
+@pytest.fixture(scope="module")
+def s2s_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("s2s") / "run"
+    assert main(["train", *S2S_OPTIONS, "--out", str(folder)]) == 0
+    return folder
+
+
+# --- the language model's run ----------------------------------------------------------------
+
+
+def test_a_language_model_run_records_its_figure_its_options_and_its_text(lm_run):
+    folder, text = lm_run
+    assert sorted(p.name for p in folder.iterdir()) == ["curves.png", "metrics.json", "params.npz"]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["text_sha256"] == hashlib.sha256(TEXT.encode()).hexdigest()
+    assert metrics["text_characters"] == len(TEXT) and metrics["text"] == str(text)
+    options = metrics["options"]
+    assert options["vocab"] == "".join(sorted(set(TEXT)))
+    assert (options["model"], options["hidden"], options["embed"], options["seq_length"]) == ("lstm-lm", 8, 4, 8)
+    history = metrics["history"]
+    assert [h["step"] for h in history] == [6]
+    assert metrics["val_bits_per_char"] == min(h["val_bits_per_char"] for h in history)
+    assert 0 < metrics["val_bits_per_char"] < 8
+    assert metrics["grad_check_max_rel_error"] < 1e-10
+    assert is_sequence_run(folder) and not is_sequence_run(folder / "nowhere")
+
+
+def test_greedy_generation_is_the_argmax_of_the_whole_text_read_again(lm_run):
+    """The oracle re-reads the prompt and everything written so far from a zero state at every
+    step: generation must carry the recurrent state from step to step to agree."""
+    run = load_sequence_run(lm_run[0])
+    vocab, prompt = run.options["vocab"], "the c"
+    written = generate(run, prompt, 6, temperature=0)
+    text = prompt
+    for _ in range(6):
+        ids = jnp.array([[vocab.index(c) for c in text]], jnp.int32)
+        state = jax.tree_util.tree_map(jnp.zeros_like, run.network.init(jax.random.PRNGKey(0), ids.shape)[1])
+        scores = run.network.forward(run.params, state, ids, None, False)[0]
+        text += vocab[int(jnp.argmax(scores[0, -1]))]
+    assert prompt + written == text
+
+
+def test_sampling_follows_the_seed_and_the_temperature(lm_run, capsys):
+    folder = str(lm_run[0])
+    run = load_sequence_run(folder)
+    one, again, other = (generate(run, "the", 40, 1.0, seed) for seed in (1, 1, 2))
+    assert one == again and one != other and len(one) == 40
+    assert generate(run, "the", 40, 1e-6, 5) == generate(run, "the", 40, 0, 0)  # the limit of a cold sample
+    assert main(["generate", folder, "--prompt", "the", "--length", "40", "--seed", "1"]) == 0
+    assert capsys.readouterr().out == "the" + one + "\n"
+
+
+def test_generate_refuses_characters_the_text_never_had(lm_run, capsys):
+    assert main(["generate", str(lm_run[0]), "--prompt", "the €"]) == 2
+    assert "'€'" in capsys.readouterr().err
+    with pytest.raises(SequenceRunError, match="empty"):
+        generate(load_sequence_run(lm_run[0]), "", 3)
+
+
+def test_a_damaged_params_file_is_named(lm_run, tmp_path):
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    (folder / "metrics.json").write_text((lm_run[0] / "metrics.json").read_text())
+    (folder / "params.npz").write_bytes((lm_run[0] / "params.npz").read_bytes()[:100])
+    with pytest.raises(SequenceRunError, match="params.npz"):
+        load_sequence_run(folder)
+
+
+# --- the seq2seq run -------------------------------------------------------------------------
+
+
+def test_a_seq2seq_run_records_validation_and_test_exact_match_and_draws_its_attention(s2s_run):
+    assert sorted(p.name for p in s2s_run.iterdir()) == ["attention.png", "curves.png", "metrics.json", "params.npz"]
+    metrics = json.loads((s2s_run / "metrics.json").read_text())
+    assert set(metrics) >= {"val_exact_match", "test_exact_match", "best_epoch"}
+    assert (metrics["train_examples"], metrics["val_examples"], metrics["test_examples"]) == (40_000, 5_000, 5_000)
+    assert metrics["options"]["reverse"] is True and metrics["options"]["vocab"] == VOCABULARIES["addition"]
+    assert all(0 <= metrics[k] <= 1 for k in ("val_exact_match", "test_exact_match"))
+
+
+def test_predict_answers_questions_as_written_reversing_them_for_a_reversed_run(s2s_run, capsys):
+    run = load_sequence_run(s2s_run)
+    questions = ["16+75", "1+2", "999+999"]
+    expected = [decode(run.options["vocab"], row) for row in np.asarray(greedy_decode(
+        run.network, run.params, jnp.asarray(encode_questions("addition", [q.ljust(7)[::-1] for q in questions])),
+        run.options["vocab"].index("_"), 4))]
+    assert answer(run, questions) == expected
+    assert main(["predict", str(s2s_run), *questions]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{q} -> {a}" for q, a in zip(questions, expected)]
+    assert main(["predict", str(s2s_run), "16+75", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"question": "16+75", "answer": expected[0]}]
+
+
+@pytest.mark.parametrize("question, message", [("1234+5678", "more than the task's 7"), ("1-2", "'-'")])
+def test_predict_refuses_a_question_the_task_cannot_hold(s2s_run, capsys, question, message):
+    assert main(["predict", str(s2s_run), question]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_each_command_refuses_the_other_kind_of_run(lm_run, s2s_run, capsys):
+    assert main(["generate", str(s2s_run), "--prompt", "1"]) == 2
+    assert "use 'pure-backprop predict'" in capsys.readouterr().err
+    assert main(["predict", str(lm_run[0]), "the"]) == 2
+    assert "use 'pure-backprop generate'" in capsys.readouterr().err
+    assert main(["predict", str(s2s_run), "1+1", "--top", "2"]) == 2
+    assert "--top applies to image runs" in capsys.readouterr().err
+    assert main(["evaluate", str(s2s_run)]) == 2
+    assert "metrics.json" in capsys.readouterr().err
+
+
+# --- options that do not apply, and bad text -------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "mlp", "--text", "a.txt"], "--text applies to the sequence models"),
+    (["--model", "convnet", "--dataset", "addition"], "--dataset addition is for the sequence models"),
+    (["--model", "lstm-lm", "--dataset", "date"], "does not suit --model lstm-lm"),
+    (["--model", "seq2seq", "--dataset", "text"], "does not suit --model seq2seq"),
+    (["--model", "lstm-lm", "--epochs", "3"], "--epochs applies to the seq2seq models"),
+    (["--model", "seq2seq", "--steps", "3"], "--steps applies to the language models"),
+    (["--model", "peeky-seq2seq", "--tie"], "--tie applies to the language models"),
+    (["--model", "gru-lm", "--batchnorm"], "--batchnorm applies to the image models"),
+    (["--model", "gru-lm", "--augment", "none"], "--augment applies to the image models"),
+    (["--model", "rnn-lm", "--hidden", "8,8"], "--hidden takes one width"),
+    (["--model", "lstm-lm", "--tie", "--embed", "8", "--hidden", "16"], "must equal --hidden (16)"),
+    (["--model", "lstm-lm", "--validation", "0"], "needs a validation split"),
+])
+def test_options_that_do_not_apply_to_the_model_stop_with_one_line(tmp_path, capsys, argv, message):
+    assert main(["train", *argv, "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "the file is empty"),
+    (b"abc\xff\xfe", "not UTF-8 text (byte 3"),
+    ("short text".encode(), "too short for 2 streams"),
+])
+def test_a_text_file_that_cannot_serve_stops_with_its_name(tmp_path, capsys, content, message):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(content)
+    argv = ["train", *LM_OPTIONS, "--text", str(path), "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "bad.txt" in err, err
+    assert not (tmp_path / "run").exists()
