@@ -172,3 +172,17 @@ def test_fit_seq2seq_learns_and_scores_exact_matches_of_whole_answers(monkeypatc
     wrong = answers.copy()
     wrong[0, 2] = (wrong[0, 2] + 1) % len(task.vocab)
     assert exact_match(net, params, task.x_val[:4], wrong, task.vocab) == 0.75
+
+
+def test_fit_seq2seq_breaks_ties_of_exact_match_with_the_validation_loss(monkeypatch):
+    """Near 100 % several epochs tie on exact match; the one kept has the lowest validation loss
+    (teacher forced), and its params are the ones that loss was measured on."""
+    task = tasks.make_task("addition", n=1200, seed=1, reverse=True)
+    net = seq2seq(len(task.vocab), embed=8, hidden=24, decoder="attention")
+    params, _ = net.init(jax.random.PRNGKey(0), ((32, 7), (32, 4)))
+    monkeypatch.setattr(train_seq2seq, "exact_match", lambda *args, **kwargs: 0.5)
+    result = fit_seq2seq(net, optax.adam(1e-2), params, task, epochs=3, batch_size=32, key=jax.random.PRNGKey(1))
+    losses = [r["val_loss"] for r in result.history]
+    assert result.best_epoch == 1 + int(np.argmin(losses)) and result.best_epoch != 1  # not the earliest tie
+    again = train_seq2seq.make_seq2seq_loss(net)(result.best_params, jnp.asarray(task.x_val), jnp.asarray(task.t_val))
+    assert float(again) == min(losses)
