@@ -22,9 +22,19 @@ A decoder reads the answer shifted by one: it is fed ``_91 `` and must produce `
   quarter each): the formats and the mix of the book's file. The answer is the ISO date.
 
 The vocabulary of a task is fixed (every character its generator can write, sorted), not read
-from the examples, so that a model trained on one seed reads questions of any other. ``reverse``
-gives the sequel's reversed questions (``"  57+61"``): the first characters the decoder needs
-are then the last the encoder read.
+from the examples, so that a model trained on one seed reads questions of any other.
+
+``reverse`` reads each question backwards, as the sequel does, but reverses the question before
+padding it (``"57+61  "``), where the sequel reverses the padded line (``"  57+61"``). Then the
+end of every question, the units of addition's second number or a date's year, sits at the same
+positions whatever the question's length: with the sequel's order the longest questions alone
+put their last characters at the first positions, the encoder reads them from its zero state,
+and the few of them (85 of seed 0's 40,000 training dates have 29 characters) are where the errors
+were. Chosen on 50,000 fresh date questions (seed 12345; not the run's splits) with the
+attention model's default run for seeds 0-2: 26, 1 and 3 wrong with the sequel's order, every
+one of 28 or 29 characters; none wrong with this order. On addition's validation split the same
+change moved the default run's best exact match from 99.32, 99.28 and 99.86 % to 99.72, 99.56
+and 99.66 % (seeds 0-2).
 """
 
 from __future__ import annotations
@@ -118,8 +128,8 @@ def date_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
 
 
 def encode_questions(name: str, questions, reverse: bool = False) -> np.ndarray:
-    """Questions of task ``name`` as ids ``(N, S)``: padded with spaces to the task's width,
-    reversed if ``reverse``. A question too long or with a character outside the task's
+    """Questions of task ``name`` as ids ``(N, S)``: reversed if ``reverse``, then padded with
+    spaces to the task's width. A question too long or with a character outside the task's
     vocabulary raises ``ValueError`` naming it."""
     width = _check_name(name)[0]
     return np.stack([_ids(name, q, width, "question", reverse) for q in questions]) if questions else \
@@ -178,5 +188,4 @@ def _ids(name, text, width, what, reverse):
     unknown = sorted(set(text) - set(vocab))
     if unknown:
         raise ValueError(f"{name}: {what} {text!r} has characters outside the task's vocabulary: {''.join(unknown)!r}")
-    padded = text.ljust(width)
-    return np.array([vocab.index(c) for c in (padded[::-1] if reverse else padded)], np.int32)
+    return np.array([vocab.index(c) for c in (text[::-1] if reverse else text).ljust(width)], np.int32)
