@@ -31,8 +31,8 @@ The decoder starts from the encoder's whole last state ``(h, c)``; the book pass
 and starts ``c`` at zero. Both embeddings are the book's separate tables, drawn from a standard
 normal (``language_model.EMBED_INIT``) rather than the book's std 0.01: chosen on the validation
 split of addition (attention decoder, embedding 16, LSTMs of 128, Adam 1e-3, batch 128, clipping
-5, questions padded then reversed as in the sequel, seed 0), where it reached 88.3 % exact match at epoch 10 and 95.3 % at 15,
-against 55.4 % and 84.8 % from the book's start.
+5, questions padded then reversed as in the sequel, seed 0), where it reached 88.3 % exact match
+at epoch 10 and 95.3 % at 15, against 55.4 % and 84.8 % from the book's start.
 """
 
 from __future__ import annotations
