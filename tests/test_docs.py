@@ -10,6 +10,7 @@ DOCS = ROOT / "docs"
 NOT_IN_API = {
     "pure_backprop.cli": "the command line: training.md renders its parser's help (cli-help)",
     "pure_backprop.__main__": "python -m pure_backprop: the command line",
+    "pure_backprop.cli_sequences": "the command line's sequence models: training.md renders their options",
 }
 
 

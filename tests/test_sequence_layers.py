@@ -358,3 +358,41 @@ def test_loss_under_vmap_with_traced_targets():
         np.testing.assert_allclose(losses[i], loss, rtol=1e-15)
         np.testing.assert_allclose(dscores[i], d, rtol=1e-15, atol=0)
     assert float(losses[1]) == 0.0
+
+
+# --- mutants the tests above let survive (docs/mutation.md) ------------------------------------
+
+
+def test_embedding_of_one_row_of_one_entry_is_a_table():
+    layer = embedding(1, 1)
+    params, shape = layer.init(jax.random.PRNGKey(0), (2, 3))
+    assert params["W"].shape == (1, 1) and shape == (2, 3, 1)
+    y, _ = layer.forward(params, jnp.zeros((2, 3), jnp.int32))
+    np.testing.assert_array_equal(y, jnp.broadcast_to(params["W"][0], (2, 3, 1)))
+
+
+def test_embedding_init_gives_the_dtype_asked_for():
+    params, _ = EMB.init(jax.random.PRNGKey(0), (2,), jnp.bfloat16)
+    assert params["W"].dtype == jnp.bfloat16
+
+
+def test_embedding_and_time_affine_name_the_type_of_params_that_are_not_a_dict():
+    with pytest.raises(ValueError, match=r"^embedding: params must be a dict with the key \['W'\], got list$"):
+        EMB.forward([_table()], jnp.array([0]))
+    with pytest.raises(ValueError, match=r"^time_affine: params must be a dict with keys \['W', 'b'\], got tuple$"):
+        time_affine(2).forward((jnp.ones((2, 2)), jnp.ones(2)), jnp.ones((1, 3, 2)))
+
+
+def test_embedding_backward_error_gives_the_ids_and_table_shapes():
+    with pytest.raises(ValueError, match=r"^embedding: dy shape \(3, 2\) does not match output shape \(1, 3, 2\) "
+                                         r"\(ids shape \(1, 3\) \+ \(D,\), W.shape=\(4, 2\)\)$"):
+        EMB.backward({"W": _table()}, jnp.array([[0, 1, 2]]), jnp.ones((3, 2)))
+
+
+def test_embedding_require_ids_names_the_ignored_value_it_allows():
+    from pure_backprop.layers.embedding import require_ids
+
+    with pytest.raises(ValueError, match=r"^loss: t must lie in \[0, 3\) \(or be -1, ignored\), got 5 at index \(1,\) "
+                                         r"of t shape \(2,\)$"):
+        require_ids("loss", "t", jnp.array([0, 5]), 3, allowed=-1)
+    require_ids("loss", "t", jnp.array([0, -1, 2]), 3, allowed=-1)  # the allowed value passes
