@@ -8,8 +8,11 @@ cross entropy over every position, gradients clipped to a global norm of 1.0, Ad
 step is one compiled call (JAX) or one eager step (PyTorch) on the same window, timed to its
 result (``block_until_ready``).
 
-Also printed, to say where the hand step's time goes: the forward alone (with the loss), and the
-LSTM layer alone (its forward and hand backward over inputs already embedded: the two scans).
+Also printed, to say where the hand step's time goes: the forward alone (with the loss), the LSTM
+layer alone (its forward and hand backward over inputs already embedded: the two scans), and the
+recurrent product ``h @ Wh`` of all 64 steps, once as a ``lax.scan`` of ``(32, 256) @ (256, 1024)``
+products (with the ``tanh`` that makes each step depend on the last) and once as a single
+``(2048, 256) @ (256, 1024)`` product of the same work: the price of running it step by step.
 
 Run: ``python benchmarks/lstm_speed.py [--repeats 21]``. PyTorch is measured when installed
 (``pip install torch``; not a dependency). Never run two timings at once on a shared machine:
@@ -93,6 +96,27 @@ def recurrence_only(seed=0):
     return lambda: jax.block_until_ready(run(params, xs, dhs))
 
 
+def recurrent_products(seed=0):
+    """``h @ Wh`` for every step: a scan of small products against one large product."""
+    key = jax.random.PRNGKey(seed)
+    Wh = jax.random.normal(key, (HIDDEN, 4 * HIDDEN)) / HIDDEN ** 0.5
+    xa = jax.random.normal(key, (LENGTH, BATCH, 4 * HIDDEN))
+
+    @jax.jit
+    def scanned(Wh, xa):
+        def step(h, x):
+            h = jnp.tanh(x + h @ Wh)[:, :HIDDEN]
+            return h, h
+
+        return jax.lax.scan(step, jnp.zeros((BATCH, HIDDEN)), xa)[1]
+
+    @jax.jit
+    def at_once(Wh, xa):
+        return jnp.tanh(xa.reshape(-1, 4 * HIDDEN) + xa.reshape(-1, 4 * HIDDEN)[:, :HIDDEN] @ Wh)
+
+    return (lambda: jax.block_until_ready(scanned(Wh, xa))), (lambda: jax.block_until_ready(at_once(Wh, xa)))
+
+
 def torch_step(vocab, fused, seed=0):
     torch.manual_seed(seed)
     emb = torch.nn.Embedding(vocab, EMBED)
@@ -143,6 +167,7 @@ def main():
           f"clip {CLIP}, Adam {LR}; median of {args.repeats} (min-max)")
 
     params, state, opt_state, hand, autodiff, forward = jax_steps(vocab)
+    scanned, at_once = recurrent_products()
     for name, step in (("hand", hand), ("jax.grad", autodiff)):  # the two agree before they race
         loss = step(params, state, opt_state, x, t)[3]
         print(f"  first loss, {name}: {float(loss):.6f}")
@@ -151,6 +176,8 @@ def main():
         "jax.grad of the same forward (jit)": lambda: jax.block_until_ready(autodiff(params, state, opt_state, x, t)),
         "forward only (jit)": lambda: jax.block_until_ready(forward(params, state, x, t)),
         "LSTM layer alone, forward + hand backward": recurrence_only(),
+        f"h @ Wh of {LENGTH} steps, lax.scan": scanned,
+        f"h @ Wh of {LENGTH} steps, one product": at_once,
     }, args.repeats)
     rows = dict(jax_times)
     if torch is not None:
