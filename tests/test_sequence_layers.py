@@ -396,3 +396,17 @@ def test_embedding_require_ids_names_the_ignored_value_it_allows():
                                          r"of t shape \(2,\)$"):
         require_ids("loss", "t", jnp.array([0, 5]), 3, allowed=-1)
     require_ids("loss", "t", jnp.array([0, -1, 2]), 3, allowed=-1)  # the allowed value passes
+
+
+def test_embedding_backward_adds_in_the_wider_of_the_tables_and_the_gradients_dtypes():
+    """Two gradients into one row add the same in any order, so the sums tell the dtype they were
+    added in: 1 + 2**-24 is a float64 but not a float32, and 1 + 2**-24 + 2**-50 rounds up to a
+    float32 once, where rounding each term first loses it."""
+    ids = jnp.array([0, 0])
+    with jax.enable_x64(True):
+        dy = jnp.array([[1.0, 1.0], [2**-24, 2**-24]], jnp.float32)
+        dW = EMB.backward({"W": jnp.zeros((4, 2), jnp.float64)}, ids, dy)[0]["W"]
+        assert dW.dtype == jnp.float64 and float(dW[0, 0]) == 1 + 2**-24
+        dy = jnp.array([[1.0, 1.0], [2**-24 + 2**-50] * 2], jnp.float64)
+        dW = EMB.backward({"W": jnp.zeros((4, 2), jnp.float32)}, ids, dy)[0]["W"]
+        assert dW.dtype == jnp.float32 and float(dW[0, 0]) == 1 + 2**-23
