@@ -410,3 +410,13 @@ def test_embedding_backward_adds_in_the_wider_of_the_tables_and_the_gradients_dt
         dy = jnp.array([[1.0, 1.0], [2**-24 + 2**-50] * 2], jnp.float64)
         dW = EMB.backward({"W": jnp.zeros((4, 2), jnp.float32)}, ids, dy)[0]["W"]
         assert dW.dtype == jnp.float32 and float(dW[0, 0]) == 1 + 2**-23
+
+
+def test_time_affine_init_of_one_output_in_the_dtype_asked_for_each_initializer_with_its_key():
+    layer = time_affine(1, b_init=jax.nn.initializers.normal(1.0))
+    params, shape = layer.init(jax.random.PRNGKey(0), (2, 3, 4), jnp.bfloat16)
+    assert shape == (2, 3, 1) and params["W"].dtype == params["b"].dtype == jnp.bfloat16
+    assert float(jnp.abs(params["b"][0])) > 0  # drawn from the bias's own key, not left at zero
+    for bad in (2.0, 0, True):
+        with pytest.raises(ValueError, match=rf"^time_affine: out_dim must be a positive int, got {bad!r}$"):
+            time_affine(bad)
