@@ -468,3 +468,23 @@ def test_a_batch_of_one_and_a_single_step(name):
     assert_trees_close(y, expected_y, 1e-13)
     assert_trees_close(hand, oracle, 1e-10)
     np.testing.assert_array_equal(y[0][:, 0], leaves(y[1])[0])
+
+
+# --- truncated_bptt's own checks ---------------------------------------------------------------
+
+
+def test_truncated_bptt_init_state_in_the_dtype_asked_for_and_its_errors():
+    from pure_backprop.core import Layer
+    from pure_backprop.layers.bptt import truncated_bptt
+    from pure_backprop.layers.lstm import lstm
+
+    params, state, hs_shape = truncated_bptt(lstm(3)).init(jax.random.PRNGKey(0), (2, 4, 5), jnp.bfloat16)
+    assert hs_shape == (2, 4, 3)
+    assert {a.dtype for a in jax.tree_util.tree_leaves((params, state))} == {jnp.dtype(jnp.bfloat16)}
+    with pytest.raises(TypeError, match=r"^truncated_bptt: expected a recurrent Layer \(rnn, lstm or gru\), got "
+                                        r"function$"):
+        truncated_bptt(lambda x: x)
+    three = Layer(lambda key, in_shape, dtype=jnp.float32: ({}, ((2, 4, 3), (2, 3), (2, 3))), None, None)
+    with pytest.raises(ValueError, match=r"^truncated_bptt: the layer's out_shape must be \(hs shape, state shape\), "
+                                         r"got \(\(2, 4, 3\), \(2, 3\), \(2, 3\)\)$"):
+        truncated_bptt(three).init(jax.random.PRNGKey(0), (2, 4, 5))

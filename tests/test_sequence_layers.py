@@ -420,3 +420,11 @@ def test_time_affine_init_of_one_output_in_the_dtype_asked_for_each_initializer_
     for bad in (2.0, 0, True):
         with pytest.raises(ValueError, match=rf"^time_affine: out_dim must be a positive int, got {bad!r}$"):
             time_affine(bad)
+
+
+def test_loss_names_scores_of_the_wrong_rank_and_targets_that_are_not_an_array():
+    with pytest.raises(ValueError, match=r"^time_softmax_cross_entropy: scores must have 3 axes, got shape \(2, 5\) "
+                                         r"\(batch, time, vocabulary\)$"):
+        tsce.forward(jnp.ones((2, 5)), jnp.zeros((2,), jnp.int32))
+    with pytest.raises(ValueError, match=r"^time_softmax_cross_entropy: targets must be an array, got a Python list"):
+        tsce.forward(jnp.ones((1, 2, 5)), [[0, 1]])
