@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 
-from pure_backprop import tasks, text, train_seq2seq
+from pure_backprop import tasks, text, train_seq2seq, train_text
 from pure_backprop.core import loss_and_grads, loss_and_grads_with_state
 from pure_backprop.language_model import language_model
 from pure_backprop.layers.time_softmax_cross_entropy import time_softmax_cross_entropy as xent
@@ -186,3 +186,67 @@ def test_fit_seq2seq_breaks_ties_of_exact_match_with_the_validation_loss(monkeyp
     assert result.best_epoch == 1 + int(np.argmin(losses)) and result.best_epoch != 1  # not the earliest tie
     again = train_seq2seq.make_seq2seq_loss(net)(result.best_params, jnp.asarray(task.x_val), jnp.asarray(task.t_val))
     assert float(again) == min(losses)
+
+
+# --- fit_language_model's loop: evaluations, the best, patience, stops -------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_language_model(small_text):
+    corpus, xs, ts = small_text
+    net = language_model(len(corpus.vocab), embed=4, hidden=4, cell="rnn")
+    params, state, _ = net.init(jax.random.PRNGKey(0), (4, 12))
+    fit = functools.partial(fit_language_model, net, optax.sgd(0.1), params, state, (xs[:5], ts[:5]),
+                            (xs[90:91], ts[90:91]), key=jax.random.PRNGKey(1))
+    return fit, params
+
+
+def test_fit_language_model_evaluates_every_eval_every_steps_from_its_start_and_keeps_the_best(
+        tiny_language_model, monkeypatch):
+    fit, _ = tiny_language_model
+    figures = iter([3.0, 2.0, 2.0, 1.5])
+    monkeypatch.setattr(train_text, "bits_per_char", lambda nats: next(figures))
+    seen = []
+    result = fit(steps=7, eval_every=2, start_step=1, on_eval=seen.append)
+    assert [r["step"] for r in result.history] == [2, 4, 6, 7] and seen == result.history
+    assert set(result.history[0]) == {"step", "train_loss", "val_bits_per_char"}
+    assert (result.best_step, result.best_val_bits_per_char) == (7, 1.5)
+    assert not result.stopped_early and not result.interrupted
+    for a, b in zip(jax.tree_util.tree_leaves(result.best_params), jax.tree_util.tree_leaves(result.params)):
+        np.testing.assert_array_equal(a, b)  # the best is the last evaluation here
+
+
+def test_fit_language_model_stops_after_patience_evaluations_without_a_strictly_better_one(
+        tiny_language_model, monkeypatch):
+    fit, params = tiny_language_model
+    figures = iter([3.0, 2.0, 2.0, 2.5, 1.0, 1.0])
+    monkeypatch.setattr(train_text, "bits_per_char", lambda nats: next(figures))
+    result = fit(steps=12, eval_every=2, patience=2)
+    assert [r["step"] for r in result.history] == [2, 4, 6, 8]  # a tie is not a new best
+    assert result.stopped_early and not result.interrupted
+    assert (result.best_step, result.best_val_bits_per_char) == (4, 2.0)
+    changed = [not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(result.best_params),
+                                                         jax.tree_util.tree_leaves(result.params))]
+    assert any(changed)  # the best params are step 4's, not the last
+
+
+def test_fit_language_model_stops_when_asked_or_interrupted_and_returns_what_it_has(tiny_language_model):
+    fit, params = tiny_language_model
+    asked = fit(steps=6, eval_every=2, should_stop=lambda: True)
+    assert asked.interrupted and asked.history == [] and asked.best_step == 0 and asked.best_params is params
+    calls = []
+
+    def interrupt(record):
+        calls.append(record)
+        raise KeyboardInterrupt
+
+    result = fit(steps=6, eval_every=2, on_eval=interrupt)
+    assert result.interrupted and not result.stopped_early and len(calls) == 1
+
+
+@pytest.mark.parametrize("arg, value", [("steps", 0), ("steps", True), ("eval_every", 0), ("eval_every", 2.0)])
+def test_fit_language_model_refuses_steps_and_eval_every_that_are_not_positive_ints(tiny_language_model, arg, value):
+    fit, _ = tiny_language_model
+    kwargs = {"steps": 4, "eval_every": 2, arg: value}
+    with pytest.raises(ValueError, match=rf"^fit_language_model: {arg} must be a positive int, got {value!r}$"):
+        fit(**kwargs)
