@@ -30,7 +30,8 @@ from .train import TRAINING, epoch_batches, epoch_key
 class Seq2seqFitResult(NamedTuple):
     """The last params and opt_state, the ``best_params`` with their epoch, the history
     (``epoch``, ``train_loss``, ``val_exact_match``, ``val_loss`` per epoch), and whether the run
-    was interrupted. The best epoch has the highest validation exact match and, among epochs
+    was interrupted (``best_val_exact_match`` is ``-inf`` if no epoch ran, ``best_params`` the
+    params given). The best epoch has the highest validation exact match and, among epochs
     tied on it, the lowest validation loss: exact match is coarse near 100 % (one question of
     5,000 is 0.02 %), where several epochs tie and the loss still tells them apart."""
 
@@ -120,7 +121,7 @@ def fit_seq2seq(network: Seq2seqNetwork, optimizer: optax.GradientTransformation
     if opt_state is None:
         opt_state = optimizer.init(params)
     val_loss = make_seq2seq_loss(network)
-    history, best, interrupted = [], ((-1.0, -np.inf), params, start_epoch), False
+    history, best, interrupted = [], ((-np.inf, -np.inf), params, start_epoch), False
     try:
         for e in range(start_epoch, epochs):
             if should_stop is not None and should_stop():

@@ -250,3 +250,74 @@ def test_fit_language_model_refuses_steps_and_eval_every_that_are_not_positive_i
     kwargs = {"steps": 4, "eval_every": 2, arg: value}
     with pytest.raises(ValueError, match=rf"^fit_language_model: {arg} must be a positive int, got {value!r}$"):
         fit(**kwargs)
+
+
+# --- fit_seq2seq's loop and the batched decoding ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_seq2seq():
+    task = tasks.make_task("addition", n=60, seed=3, validation=0.2, test=0.2, reverse=True)
+    net = seq2seq(len(task.vocab), embed=4, hidden=6, decoder="attention")
+    params, _ = net.init(jax.random.PRNGKey(0), ((4, 7), (4, 4)))
+    fit = functools.partial(fit_seq2seq, net, optax.adam(1e-2), params, task, batch_size=12, key=jax.random.PRNGKey(1))
+    return task, net, params, fit
+
+
+def test_decode_answers_in_batches_with_a_padded_last_one_is_decoding_all_at_once(tiny_seq2seq):
+    task, net, params, _ = tiny_seq2seq
+    questions = task.x_val[:5]
+    whole = np.asarray(greedy_decode(net, params, jnp.asarray(questions), task.vocab.index("_"), 4))
+    for batch in (2, 3, 5, 7):
+        np.testing.assert_array_equal(train_seq2seq.decode_answers(net, params, questions, task.vocab, 4, batch), whole)
+    empty = train_seq2seq.decode_answers(net, params, questions[:0], task.vocab, 4)
+    assert empty.shape == (0, 4) and empty.dtype == np.int32
+    assert 0 <= exact_match(net, params, questions[:1], task.t_val[:1], task.vocab) <= 1  # one example is enough
+    with pytest.raises(ValueError, match=r"^exact_match: no examples to score$"):
+        exact_match(net, params, questions[:0], task.t_val[:0], task.vocab)
+
+
+def test_fit_seq2seq_resumes_from_start_epoch_and_stops_when_asked_or_interrupted(tiny_seq2seq):
+    task, net, params, fit = tiny_seq2seq
+    full = fit(epochs=2)
+    assert [r["epoch"] for r in full.history] == [1, 2] and full.opt_state is not None
+    resumed = fit(epochs=3, start_epoch=2)
+    assert [r["epoch"] for r in resumed.history] == [3] and not resumed.interrupted
+    assert all(not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(resumed.params),
+                                                          jax.tree_util.tree_leaves(params)))
+    asked = fit(epochs=2, should_stop=lambda: True)
+    assert asked.interrupted and asked.history == [] and asked.best_params is params
+    assert asked.best_val_exact_match == -np.inf and asked.best_epoch == 0
+    calls = []
+
+    def interrupt(record):
+        calls.append(record)
+        raise KeyboardInterrupt
+
+    result = fit(epochs=3, on_epoch=interrupt)
+    assert result.interrupted and len(calls) == 1 and set(calls[0]) == {"epoch", "train_loss", "val_exact_match",
+                                                                          "val_loss"}
+
+
+def test_fit_seq2seq_keeps_the_first_of_epochs_tied_on_both_figures(tiny_seq2seq, monkeypatch):
+    task, net, params, fit = tiny_seq2seq
+    monkeypatch.setattr(train_seq2seq, "exact_match", lambda *args, **kwargs: 0.5)
+    monkeypatch.setattr(train_seq2seq, "make_seq2seq_loss", lambda network: lambda *args: jnp.float32(1.0))
+    assert fit(epochs=2).best_epoch == 1
+
+
+@pytest.mark.parametrize("arg, value", [("epochs", 0), ("epochs", True), ("batch_size", 0), ("batch_size", 2.0)])
+def test_fit_seq2seq_refuses_epochs_and_batch_sizes_that_are_not_positive_ints(tiny_seq2seq, arg, value):
+    task, net, params, _ = tiny_seq2seq
+    kwargs = {"epochs": 1, "batch_size": 12, arg: value}
+    with pytest.raises(ValueError, match=rf"^fit_seq2seq: {arg} must be a positive int, got {value!r}$"):
+        fit_seq2seq(net, optax.adam(1e-2), params, task, key=jax.random.PRNGKey(1), **kwargs)
+
+
+def test_fit_seq2seq_takes_a_batch_of_every_training_example_and_refuses_a_larger_one(tiny_seq2seq):
+    task, net, params, _ = tiny_seq2seq
+    n = len(task.x_train)
+    assert len(fit_seq2seq(net, optax.adam(1e-2), params, task, epochs=1, batch_size=n,
+                           key=jax.random.PRNGKey(1)).history) == 1
+    with pytest.raises(ValueError, match=rf"^fit_seq2seq: batch_size {n + 1} is larger than the {n} training examples$"):
+        fit_seq2seq(net, optax.adam(1e-2), params, task, epochs=1, batch_size=n + 1, key=jax.random.PRNGKey(1))
