@@ -4,6 +4,8 @@ windows for truncated backprop through time."""
 import datetime
 import hashlib
 
+import re
+
 import numpy as np
 import pytest
 
@@ -145,3 +147,66 @@ def test_windows_read_each_stream_in_order_so_the_state_can_flow_from_one_window
 
 def test_bits_per_char_is_nats_over_ln_2():
     assert text.bits_per_char(np.log(2.0) * 1.79) == pytest.approx(1.79, rel=1e-15)
+
+
+# --- the text's edges, named exactly (gaps the mutation run showed) -----------------------------
+
+
+def test_read_text_names_a_missing_file_with_the_systems_reason_and_a_bad_byte_with_the_fix(tmp_path):
+    missing = tmp_path / "none.txt"
+    with pytest.raises(text.TextError, match=rf"^{re.escape(str(missing))}: cannot read \(No such file or directory\)$"):
+        text.read_text(missing)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ab\xff")
+    with pytest.raises(text.TextError, match=r"invalid start byte\); save it as UTF-8$"):
+        text.read_text(bad)
+
+
+def test_make_corpus_holds_out_its_fraction_at_least_one_character_and_leaves_one_to_train_on():
+    assert len(text.make_corpus("abcdefghij" * 10, "t").val) == 10  # the default fraction, 0.1
+    assert len(text.make_corpus("abcdefghij", "t", validation=0.01).val) == 1
+    corpus = text.make_corpus("abc", "t", validation=0.99)
+    assert (len(corpus.train), len(corpus.val)) == (1, 2)
+    corpus = text.make_corpus("ab", "t")
+    assert (corpus.train.tolist(), corpus.val.tolist(), corpus.train.dtype) == ([0], [1], np.int32)
+    with pytest.raises(text.TextError, match=r"^t: 1 characters; a language model needs at least 2 \(an input and "
+                                             r"its next\)$"):
+        text.make_corpus("a", "t")
+    for bad in (0, 1, 1.5, True, "0.1"):
+        with pytest.raises(ValueError, match=rf"^make_corpus: validation must be a fraction in \(0, 1\), got "
+                                             rf"{re.escape(repr(bad))}$"):
+            text.make_corpus("abc", "t", validation=bad)
+
+
+def test_load_text_passes_its_fraction_and_names_the_file(tmp_path):
+    path = tmp_path / "mine.txt"
+    path.write_text("0123456789" * 10, encoding="utf-8")
+    corpus = text.load_text(path, validation=0.3)
+    assert corpus.name == str(path) and len(corpus.val) == 30
+    default = text.load_text(validation=0.2)
+    assert len(default.val) == round(0.2 * default.characters)
+
+
+def test_encode_and_decode_keep_int32_ids_and_read_ids_of_any_shape():
+    ids = text.encode("abc", "cab")
+    assert ids.dtype == np.int32 and ids.tolist() == [2, 0, 1]
+    assert text.decode("abc", [[2, 0], [1, 1]]) == "cabb"
+
+
+def test_windows_of_one_character_and_exactly_one_window_per_stream_as_int32():
+    ids = np.arange(2 * (3 + 1), dtype=np.int64)  # two streams of one window of 3 and its next character
+    xs, ts = text.windows(ids, batch=2, length=3)
+    assert xs.shape == ts.shape == (1, 2, 3) and xs.dtype == ts.dtype == np.int32
+    xs, ts = text.windows(np.arange(6), batch=3, length=1)
+    assert xs.shape == (1, 3, 1)
+    with pytest.raises(text.TextError, match=r"^text: 7 characters are too short for 2 streams of one window of 3 "
+                                             r"\(and its next character\): it needs at least 8; use a shorter "
+                                             r"sequence length or a smaller batch$"):
+        text.windows(np.arange(7), batch=2, length=3)
+    for arg in ("batch", "length"):
+        for bad in (0, True, 2.0):
+            kwargs = {"batch": 2, "length": 3, arg: bad}
+            with pytest.raises(ValueError, match=rf"^windows: {arg} must be a positive int, got {bad!r}$"):
+                text.windows(np.arange(20), **kwargs)
+    with pytest.raises(ValueError, match=r"^windows: ids must be one sequence \(1 axis\), got shape \(2, 10\)$"):
+        text.windows(np.zeros((2, 10), np.int32), batch=2, length=3)
