@@ -210,3 +210,61 @@ def test_windows_of_one_character_and_exactly_one_window_per_stream_as_int32():
                 text.windows(np.arange(20), **kwargs)
     with pytest.raises(ValueError, match=r"^windows: ids must be one sequence \(1 axis\), got shape \(2, 10\)$"):
         text.windows(np.zeros((2, 10), np.int32), batch=2, length=3)
+
+
+# --- the generators pinned, and their edges named exactly ---------------------------------------
+
+
+def test_the_generated_examples_are_pinned_so_a_seed_gives_the_same_task_on_every_machine():
+    """A seed's examples are part of a run's record: the first eight of each task, as generated."""
+    assert tasks.addition_pairs(8) == tasks.addition_pairs(8, seed=0) == [
+        ("6+0", "6"), ("861+258", "1119"), ("59+130", "189"), ("3+871", "874"), ("669+58", "727"), ("60+9", "69"),
+        ("2+8", "10"), ("78+75", "153")]
+    assert tasks.date_pairs(8) == tasks.date_pairs(8, seed=0) == [
+        ("TUESDAY, JANUARY 24, 1995", "1995-01-24"), ("9/15/12", "2012-09-15"), ("8/30/17", "2017-08-30"),
+        ("9/28/96", "1996-09-28"), ("July 17, 1984", "1984-07-17"), ("wednesday, june 11, 2008", "2008-06-11"),
+        ("december 23, 1980", "1980-12-23"), ("11/30/15", "2015-11-30")]
+    assert tasks.VOCABULARIES == {"addition": " +0123456789_",
+                                  "date": " ,-/0123456789ABCDEFGHIJLMNOPRSTUVWY_abcdefghijlmnoprstuvwy"}
+
+
+def test_the_task_defaults_are_50000_examples_of_seed_0_split_80_10_10_and_questions_as_written():
+    task = tasks.make_task("addition")
+    assert (len(task.x_train), len(task.x_val), len(task.x_test)) == (40_000, 5_000, 5_000)
+    assert tasks.decode(task.vocab, task.x_train[0]) == tasks.addition_pairs(50_000, seed=0)[0][0]
+    assert not task.reversed
+    assert tasks.decode(task.vocab, tasks.encode_questions("addition", ["1+2"])[0]) == "1+2"
+    small = tasks.make_task("addition", n=3)  # the smallest task: one example in each split
+    assert (len(small.x_train), len(small.x_val), len(small.x_test)) == (1, 1, 1)
+
+
+def test_addition_sizes_from_none_to_the_limit_and_exactly_n_distinct_questions():
+    assert tasks.addition_pairs(0) == [] and len(tasks.addition_pairs(7)) == 7
+    assert len(tasks.addition_pairs(tasks.ADDITION_LIMIT, seed=1)) == tasks.ADDITION_LIMIT
+    for bad in (tasks.ADDITION_LIMIT + 1, True, -1):
+        with pytest.raises(ValueError, match=rf"^addition_pairs: n must be an int from 0 to 200,000 \(there are "
+                                             rf"1,000,000 distinct questions; .*\), got {bad!r}$"):
+            tasks.addition_pairs(bad)
+
+
+def test_empty_lists_encode_to_no_rows_of_the_tasks_width_and_bad_answers_are_named():
+    for encode, width in ((tasks.encode_questions, 7), (tasks.encode_answers, 5)):
+        empty = encode("addition", [])
+        assert empty.shape == (0, width) and empty.dtype == np.int32
+    with pytest.raises(ValueError, match=r"^addition: answer '_12345' has 6 characters, more than the task's 5$"):
+        tasks.encode_answers("addition", ["12345"])
+    with pytest.raises(ValueError, match=r"^addition: question '1\+2\+3\+45' has 8 characters, more than the task's 7$"):
+        tasks.encode_questions("addition", ["1+2+3+45"])
+    assert tasks.decode("X ", [0, 1, 1]) == "X"  # only the padding spaces go
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n": 3.0}, r"^make_task: n must be an int >= 3 \(train, validation and test need an example each\), got 3.0$"),
+    ({"n": True}, r"^make_task: n must be an int >= 3 \(train, validation and test need an example each\), got True$"),
+    ({"test": 1}, r"^make_task: test must be a fraction in \(0, 1\), got 1$"),
+    ({"test": True}, r"^make_task: test must be a fraction in \(0, 1\), got True$"),
+    ({"validation": 1.0}, r"^make_task: validation must be a fraction in \(0, 1\), got 1.0$"),
+])
+def test_make_task_names_the_argument_it_refuses(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tasks.make_task("addition", **kwargs)
