@@ -20,6 +20,7 @@ The registry (``test_layers``) checks each layer at two small shapes against ``j
 from __future__ import annotations
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -488,3 +489,49 @@ def test_truncated_bptt_init_state_in_the_dtype_asked_for_and_its_errors():
     with pytest.raises(ValueError, match=r"^truncated_bptt: the layer's out_shape must be \(hs shape, state shape\), "
                                          r"got \(\(2, 4, 3\), \(2, 3\), \(2, 3\)\)$"):
         truncated_bptt(three).init(jax.random.PRNGKey(0), (2, 4, 5))
+
+
+# --- each cell's init, dtypes and backward checks (gaps the mutation run showed) ----------------
+
+
+def _zero_state(name, n, hidden, dtype):
+    h = jnp.zeros((n, hidden), dtype)
+    return (h, h) if name == "lstm" else h
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_cell_rnn_lstm_gru_inits_with_its_initializers_in_the_dtype_asked_for(name):
+    make, _, gates = LAYERS[name]
+    layer = make(3, w_init=jax.nn.initializers.constant(0.5), b_init=jax.nn.initializers.constant(0.25))
+    params, _ = layer.init(jax.random.PRNGKey(0), (2, 4, 5), jnp.bfloat16)
+    assert {k: (v.dtype, float(v.ravel()[0])) for k, v in params.items()} == {
+        "Wx": (jnp.bfloat16, 0.5), "Wh": (jnp.bfloat16, 0.5), "b": (jnp.bfloat16, 0.25)}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_cell_rnn_lstm_gru_keeps_float32_in_float32_with_x64_on(name):
+    """The carried state takes the dtype of the state, the inputs and the weights: all float32 here,
+    so nothing may widen to the float64 that x64 makes the default."""
+    layer = layer_of(name, 3)
+    params, _ = layer.init(jax.random.PRNGKey(0), (2, 4, 5))
+    state = _zero_state(name, 2, 3, jnp.float32)
+    with jax.enable_x64(True):
+        (hs, stateT), residuals = layer.forward(params, (jnp.ones((2, 4, 5), jnp.float32), state))
+        grads, (dxs, dstate0) = layer.backward(params, residuals, (jnp.ones_like(hs), tree_map(jnp.zeros_like, stateT)))
+    assert {a.dtype for a in leaves((hs, stateT, grads, dxs, dstate0))} == {jnp.dtype(jnp.float32)}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_cell_rnn_lstm_gru_backward_names_itself_and_the_pair_it_expects(name):
+    layer = layer_of(name, 3)
+    params, _ = layer.init(jax.random.PRNGKey(0), (2, 4, 5))
+    state = _zero_state(name, 2, 3, jnp.float32)
+    (hs, stateT), residuals = layer.forward(params, (jnp.ones((2, 4, 5)), state))
+    pair = "(dhs, (dhT, dcT))" if name == "lstm" else "(dhs, dhT)"
+    with pytest.raises(ValueError, match=rf"^{name}: dy must be a pair {re.escape(pair)}, got ArrayImpl$"):
+        layer.backward(params, residuals, jnp.ones_like(hs))
+    with pytest.raises(ValueError, match=rf"^{name}: params must be a dict with keys \['Wh', 'Wx', 'b'\], got list$"):
+        layer.backward([params], residuals, (hs, stateT))
+    if name == "lstm":
+        with pytest.raises(ValueError, match=r"^lstm: dstateT must be a pair \(dhT, dcT\), got a 3-tuple$"):
+            layer.backward(params, residuals, (hs, (stateT[0],) * 3))
