@@ -535,3 +535,33 @@ def test_each_cell_rnn_lstm_gru_backward_names_itself_and_the_pair_it_expects(na
     if name == "lstm":
         with pytest.raises(ValueError, match=r"^lstm: dstateT must be a pair \(dhT, dcT\), got a 3-tuple$"):
             layer.backward(params, residuals, (hs, (stateT[0],) * 3))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_cell_rnn_lstm_gru_carries_the_widest_dtype_of_its_state_inputs_and_weights(name):
+    """One float64 among float32s, wherever it is (the inputs, Wh alone, the state, the incoming
+    gradient), makes the scans carry float64: a carry of the narrower dtype would not match what
+    the step computes."""
+    layer = layer_of(name, 3)
+    params, _ = layer.init(jax.random.PRNGKey(0), (2, 4, 5))
+    xs = jnp.ones((2, 4, 5), jnp.float32)
+    wide = lambda tree: tree_map(lambda a: a.astype(jnp.float64), tree)  # noqa: E731
+    with jax.enable_x64(True):
+        state = _zero_state(name, 2, 3, jnp.float32)
+        for p, x, s in ((params, wide(xs), state), ({**params, "Wh": wide(params["Wh"])}, xs, state),
+                        (params, xs, wide(state))):
+            (hs, stateT), residuals = layer.forward(p, (x, s))
+            assert {a.dtype for a in leaves((hs, stateT))} == {jnp.dtype(jnp.float64)}
+            grads, (dxs, dstate0) = layer.backward(p, residuals, (hs.astype(jnp.float32),
+                                                                  tree_map(lambda a: a.astype(jnp.float32), stateT)))
+            assert {a.dtype for a in leaves(dstate0)} == {jnp.dtype(jnp.float64)}
+        (hs, stateT), residuals = layer.forward(params, (xs, state))  # all float32, then a float64 gradient
+        _, (_, dstate0) = layer.backward(params, residuals, (wide(hs), tree_map(jnp.zeros_like, stateT)))
+        assert {a.dtype for a in leaves(dstate0)} == {jnp.dtype(jnp.float64)}
+    bad = jnp.zeros((2, 4))
+    dstate = (bad, stateT[1]) if name == "lstm" else bad
+    with pytest.raises(ValueError, match=rf"^{name}: dhT shape \(2, 4\) does not match \(N, H\) = \(2, 3\)$"):
+        layer.backward(params, residuals, (jnp.ones_like(hs), dstate))
+    if name == "lstm":
+        with pytest.raises(ValueError, match=r"^lstm: dcT shape \(2, 4\) does not match \(N, H\) = \(2, 3\)$"):
+            layer.backward(params, residuals, (jnp.ones_like(hs), (stateT[0], bad)))
