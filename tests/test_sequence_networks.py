@@ -264,7 +264,7 @@ def tiny_seq2seq():
     return task, net, params, fit
 
 
-def test_decode_answers_in_batches_with_a_padded_last_one_is_decoding_all_at_once(tiny_seq2seq):
+def test_seq2seq_answers_decoded_in_batches_with_a_padded_last_one_are_decoded_all_at_once(tiny_seq2seq):
     task, net, params, _ = tiny_seq2seq
     questions = task.x_val[:5]
     whole = np.asarray(greedy_decode(net, params, jnp.asarray(questions), task.vocab.index("_"), 4))
