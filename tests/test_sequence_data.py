@@ -268,3 +268,16 @@ def test_empty_lists_encode_to_no_rows_of_the_tasks_width_and_bad_answers_are_na
 def test_make_task_names_the_argument_it_refuses(kwargs, message):
     with pytest.raises(ValueError, match=message):
         tasks.make_task("addition", **kwargs)
+
+
+def test_a_task_records_its_name_its_splits_and_whether_it_is_reversed():
+    for reverse in (False, True):
+        task = tasks.make_task("date", n=10, validation=0.2, test=0.2, reverse=reverse)
+        assert task.name == "date" and task.reversed is reverse and task.vocab == tasks.VOCABULARIES["date"]
+        assert [len(a) for a in task[:6]] == [6, 6, 2, 2, 2, 2]
+    with pytest.raises(ValueError, match=r"^make_task: test must be a fraction in \(0, 1\), got '0.1'$"):
+        tasks.make_task("addition", test="0.1")
+    with pytest.raises(ValueError, match=r"^addition: question '1-2\*3' has characters outside the task's "
+                                         r"vocabulary: '\*-'$"):
+        tasks.encode_questions("addition", ["1-2*3"])
+    assert tasks.decode("a\t ", [0, 1, 2, 2]) == "a\t"  # spaces go, other blanks stay

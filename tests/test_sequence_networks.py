@@ -321,3 +321,17 @@ def test_fit_seq2seq_takes_a_batch_of_every_training_example_and_refuses_a_large
                            key=jax.random.PRNGKey(1)).history) == 1
     with pytest.raises(ValueError, match=rf"^fit_seq2seq: batch_size {n + 1} is larger than the {n} training examples$"):
         fit_seq2seq(net, optax.adam(1e-2), params, task, epochs=1, batch_size=n + 1, key=jax.random.PRNGKey(1))
+
+
+def test_fit_language_model_evaluates_every_200_steps_by_default_and_takes_a_single_step(tiny_language_model):
+    fit, _ = tiny_language_model
+    assert [r["step"] for r in fit(steps=201).history] == [200, 201]
+    assert [r["step"] for r in fit(steps=1, eval_every=1).history] == [1]
+
+
+def test_fit_language_model_counts_a_first_evaluation_that_is_not_a_number_toward_its_patience(
+        tiny_language_model, monkeypatch):
+    fit, _ = tiny_language_model
+    monkeypatch.setattr(train_text, "bits_per_char", lambda nats: float("nan"))
+    result = fit(steps=8, eval_every=2, patience=2)
+    assert [r["step"] for r in result.history] == [2, 4] and result.stopped_early
