@@ -335,3 +335,15 @@ def test_fit_language_model_counts_a_first_evaluation_that_is_not_a_number_towar
     monkeypatch.setattr(train_text, "bits_per_char", lambda nats: float("nan"))
     result = fit(steps=8, eval_every=2, patience=2)
     assert [r["step"] for r in result.history] == [2, 4] and result.stopped_early
+
+
+def test_seq2seq_decoding_in_batches_compiles_one_program_of_the_batch_asked_for(tiny_seq2seq):
+    """The last batch is padded to the size of the others, so one compiled program serves every
+    batch; ``exact_match`` passes its batch on."""
+    task, _, params, _ = tiny_seq2seq
+    net = seq2seq(len(task.vocab), embed=4, hidden=6, decoder="attention")  # its own compiled programs
+    run = train_seq2seq._decoder(net, task.vocab.index("_"), 4)
+    train_seq2seq.decode_answers(net, params, task.x_val[:5], task.vocab, 4, batch=2)
+    assert run._cache_size() == 1
+    exact_match(net, params, task.x_val[:5], task.t_val[:5], task.vocab, batch=2)
+    assert run._cache_size() == 1  # the same program: batch 2 again
