@@ -283,6 +283,7 @@ def test_fit_seq2seq_resumes_from_start_epoch_and_stops_when_asked_or_interrupte
     assert [r["epoch"] for r in full.history] == [1, 2] and full.opt_state is not None
     resumed = fit(epochs=3, start_epoch=2)
     assert [r["epoch"] for r in resumed.history] == [3] and not resumed.interrupted
+    assert len(jax.tree_util.tree_leaves(resumed.params)) == len(jax.tree_util.tree_leaves(params))
     assert all(not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(resumed.params),
                                                           jax.tree_util.tree_leaves(params)))
     asked = fit(epochs=2, should_stop=lambda: True)
@@ -347,3 +348,5 @@ def test_seq2seq_decoding_in_batches_compiles_one_program_of_the_batch_asked_for
     assert run._cache_size() == 1
     exact_match(net, params, task.x_val[:5], task.t_val[:5], task.vocab, batch=2)
     assert run._cache_size() == 1  # the same program: batch 2 again
+    train_seq2seq.decode_answers(net, params, task.x_val[:5], task.vocab, 4, batch=3)  # a last batch of 2 rows
+    assert run._cache_size() == 2
