@@ -10,7 +10,6 @@ run folder's layout is ``sequence_runs``. Every default below was chosen on the 
 from __future__ import annotations
 
 import json
-import math
 import platform
 import sys
 import threading
@@ -20,7 +19,7 @@ from pathlib import Path
 from .cli import UsageError, _finite_or_none, _warm_plotting, _write_atomic
 from .sequence_runs import LANGUAGE_MODELS, SEQ2SEQ_MODELS, SequenceRunError
 
-# the defaults of each kind of model; None: the option does not apply
+# the defaults of each kind of model (an option missing from one does not apply to it)
 LM_DEFAULTS = {"dataset": "text", "embed": 64, "hidden": 256, "seq_length": 64, "batch_size": 32, "optimizer": "adam",
                "lr": 3e-3, "schedule": "cosine", "clip": 1.0, "steps": 2000, "dropout": 0.0, "validation": 0.1}
 SEQ2SEQ_DEFAULTS = {"dataset": "addition", "embed": 16, "hidden": 128, "batch_size": 128, "optimizer": "adam",
@@ -85,9 +84,8 @@ def sequence_options(args) -> dict:
 def train_sequence(args, out: Path, stop, written: list) -> int:
     """Train the sequence model of ``args`` into the run folder ``out``; the exit code."""
     options = sequence_options(args)
-    if options["model"] in LANGUAGE_MODELS:
-        return _Trainer(options, out, stop, written, args.no_progress).language_model()
-    return _Trainer(options, out, stop, written, args.no_progress).seq2seq()
+    trainer = _Trainer(options, out, stop, written, args.no_progress)
+    return trainer.language_model() if options["model"] in LANGUAGE_MODELS else trainer.seq2seq()
 
 
 class _Trainer:
@@ -128,25 +126,27 @@ class _Trainer:
             last[0] = record["step"]
             bar.set_postfix(val_bpc=f"{record['val_bits_per_char']:.3f}")
 
-        warm = threading.Thread(target=_warm_plotting, name="warm-plotting")
-        warm.start()
+        warm = _warm()
         result = fit_language_model(network, optimizer, params, state, train, val, steps=steps, key=key_train,
                                     eval_every=min(EVAL_EVERY, steps), on_eval=on_eval,
                                     should_stop=lambda: self.stop.requested)
         bar.close()
         if not result.history:
             return 130
-        history = [{**h, "train_bits_per_char": h["train_loss"] / math.log(2)} for h in result.history]
+        history = [{**h, "train_bits_per_char": text.bits_per_char(h["train_loss"])} for h in result.history]
         figures = {"val_bits_per_char": result.best_val_bits_per_char, "best_step": result.best_step,
                    "steps": history[-1]["step"], "last_val_bits_per_char": history[-1]["val_bits_per_char"]}
         warm.join()
-        self._write(result.best_params, figures, history, lambda path: _plot_language_model(history, path, self._title()))
+        interrupted = result.interrupted or self.stop.requested
+        self._write(result.best_params, figures, history, interrupted,
+                    lambda path: _plot_language_model(history, path, self._title()))
         print(f"validation bits per character {figures['val_bits_per_char']:.3f} (best, at step {result.best_step} "
               f"of {figures['steps']})  ({self.seconds:.1f} s)")
-        return self._done(result.interrupted)
+        return self._done(interrupted)
 
     def seq2seq(self) -> int:
         from .tasks import decoder_io, make_task
+        from .train import updates
         from .train_seq2seq import exact_match, fit_seq2seq
 
         o = self.options
@@ -156,7 +156,7 @@ class _Trainer:
                      "test_examples": len(task.x_test)}
         if o["batch_size"] > len(task.x_train):
             raise UsageError(f"--batch-size {o['batch_size']} exceeds the {len(task.x_train)} training examples")
-        steps = (len(task.x_train) // o["batch_size"]) * o["epochs"]
+        steps = updates(len(task.x_train), o["batch_size"], o["epochs"])
         network, params, _, key_check, key_train = self._init()
         inputs, targets = decoder_io(task.t_train[:o["batch_size"]])
         self._check_gradient(network, (), key_check, params, (task.x_train[:o["batch_size"]], inputs), targets)
@@ -169,8 +169,7 @@ class _Trainer:
             bar.update(1)
             bar.set_postfix(val_exact=f"{record['val_exact_match']:.4f}")
 
-        warm = threading.Thread(target=_warm_plotting, name="warm-plotting")
-        warm.start()
+        warm = _warm()
         result = fit_seq2seq(network, optimizer, params, task, epochs=o["epochs"], batch_size=o["batch_size"],
                              key=key_train, on_epoch=on_epoch, should_stop=lambda: self.stop.requested)
         bar.close()
@@ -184,11 +183,12 @@ class _Trainer:
         pictures = {}
         if o["model"] == "attention-seq2seq":
             pictures["attention.png"] = lambda path: _plot_attention(network, result.best_params, task, path)
-        self._write(result.best_params, figures, result.history,
+        interrupted = result.interrupted or self.stop.requested
+        self._write(result.best_params, figures, result.history, interrupted,
                     lambda path: _plot_seq2seq(result.history, path, self._title()), pictures)
         print(f"validation exact match {figures['val_exact_match']:.4f} (best, epoch {result.best_epoch})  "
               f"test exact match {test:.4f}  ({self.seconds:.1f} s)")
-        return self._done(result.interrupted)
+        return self._done(interrupted)
 
     # --- shared steps ---------------------------------------------------------------------
 
@@ -256,7 +256,7 @@ class _Trainer:
         return (f"{data}: {what}\n{o['optimizer']} lr {o['lr']}{' cosine' if o['schedule'] == 'cosine' else ''}, "
                 f"clip {o['clip']}, batch {o['batch_size']}, seed {o['seed']}")
 
-    def _write(self, params, figures, history, curves, pictures=None):
+    def _write(self, params, figures, history, interrupted, curves, pictures=None):
         import jax
         import numpy as np
 
@@ -268,7 +268,7 @@ class _Trainer:
         for name, draw in {"curves.png": curves, **(pictures or {})}.items():
             _write_atomic(self.out / name, draw)
             self.written.append(self.out / name)
-        metrics = {**figures, "interrupted": bool(self.stop.requested), **self.data,
+        metrics = {**figures, "interrupted": bool(interrupted), **self.data,
                    "grad_check_max_rel_error": self.grad_error, "seconds": self.seconds,
                    "jax_version": jax.__version__, "options": self.options, "history": history}
         text = json.dumps(_finite_or_none(metrics), indent=2, allow_nan=False)
@@ -277,10 +277,17 @@ class _Trainer:
 
     def _done(self, interrupted):
         print(f"wrote {', '.join(str(p) for p in self.written)}")
-        return 130 if interrupted or self.stop.requested else 0
+        return 130 if interrupted else 0
 
 
 # --- pictures -----------------------------------------------------------------------------
+
+
+def _warm():
+    """``cli._warm_plotting`` in a thread, started: matplotlib warms up while XLA trains."""
+    thread = threading.Thread(target=_warm_plotting, name="warm-plotting")
+    thread.start()
+    return thread
 
 
 def _figure(width, height, columns=1, rows=1):

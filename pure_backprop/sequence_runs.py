@@ -18,6 +18,7 @@ model's run and ``answer`` answers questions with a seq2seq run.
 
 from __future__ import annotations
 
+import functools
 import json
 import zipfile
 from pathlib import Path
@@ -153,30 +154,26 @@ def _sample(network, params, prompt_ids, length, temperature, seed):
                                                             jax.random.PRNGKey(seed))).tolist()
 
 
-_SAMPLERS: dict = {}
-
-
+@functools.lru_cache(maxsize=None)
 def _sampler(network, length, temperature):
+    """One compiled program per network, length and temperature."""
     import jax
     import jax.numpy as jnp
 
-    key_ = (network, length, temperature)
-    if key_ not in _SAMPLERS:
-        def run(params, state, prompt, key):
-            scores, state, _ = network.forward(params, state, prompt, None, False)
+    def run(params, state, prompt, key):
+        scores, state, _ = network.forward(params, state, prompt, None, False)
 
-            def step(carry, k):
-                last, state = carry
-                token = (jnp.argmax(last, axis=-1) if temperature == 0 else
-                         jax.random.categorical(k, last / temperature, axis=-1)).astype(jnp.int32)
-                scores, state, _ = network.forward(params, state, token[:, None], None, False)
-                return (scores[:, -1], state), token[0]
+        def step(carry, k):
+            last, state = carry
+            token = (jnp.argmax(last, axis=-1) if temperature == 0 else
+                     jax.random.categorical(k, last / temperature, axis=-1)).astype(jnp.int32)
+            scores, state, _ = network.forward(params, state, token[:, None], None, False)
+            return (scores[:, -1], state), token[0]
 
-            _, tokens = jax.lax.scan(step, (scores[:, -1], state), jax.random.split(key, length))
-            return tokens
+        _, tokens = jax.lax.scan(step, (scores[:, -1], state), jax.random.split(key, length))
+        return tokens
 
-        _SAMPLERS[key_] = jax.jit(run)
-    return _SAMPLERS[key_]
+    return jax.jit(run)
 
 
 def answer(run: SequenceRun, questions: list[str]) -> list[str]:

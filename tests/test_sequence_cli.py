@@ -181,3 +181,25 @@ def test_a_text_file_that_cannot_serve_stops_with_its_name(tmp_path, capsys, con
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "bad.txt" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_interrupted_inside_training_says_so_in_its_metrics_and_exits_130(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while a compiled chunk runs reaches the loop as a KeyboardInterrupt: the evaluations
+    done are written, and metrics.json records the interruption."""
+    from pure_backprop import train_text
+
+    text = tmp_path / "corpus.txt"
+    text.write_text(TEXT, encoding="utf-8")
+    calls = []
+
+    def figure_then_interrupt(nats):
+        calls.append(nats)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return 5.0
+
+    monkeypatch.setattr(train_text, "bits_per_char", figure_then_interrupt)
+    options = [o if o != "6" else "400" for o in LM_OPTIONS]  # --steps 400: evaluations at 200 and 400
+    assert main(["train", *options, "--text", str(text), "--out", str(tmp_path / "run")]) == 130
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["interrupted"] is True and [h["step"] for h in metrics["history"]] == [200]
