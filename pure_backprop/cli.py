@@ -180,6 +180,7 @@ addition and date (50,000 examples generated from --seed) for seq2seq"""
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command; each option's help states its default."""
     from . import __version__
+    from .cli_sequences import LM_DEFAULTS as lm, SEQ2SEQ_DEFAULTS as s2s, SEQ2SEQ_EPOCHS
     from .sequence_runs import SEQUENCE_MODELS
     from .train import OPTIMIZERS, SCHEDULES
 
@@ -207,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "attention-seq2seq, described above (default %(default)s)")
     t.add_argument("--hidden", type=_widths, default=None, metavar="WIDTHS",
                    help="mlp hidden widths, e.g. 100,50 (default 50); one width for a sequence model's "
-                        "recurrent layers (default 256 for a language model, 128 for seq2seq)")
+                        f"recurrent layers (default {lm['hidden']} for a language model, {s2s['hidden']} for seq2seq)")
     t.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], default=None, help="mlp activation (default relu)")
     t.add_argument("--init", choices=["he", "xavier", "book"], default=None,
                    help="weight init: he (default for relu), xavier (default for sigmoid/tanh), book (std 0.01)")
@@ -216,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dropout after each hidden activation (a language model: on the embedding's and the "
                         "recurrent layer's outputs), dropping with probability RATE "
                         f"(default {MODELS['mlp']['dropout']:g} for mlp, {MODELS['deepconvnet']['dropout']} "
-                        "for deepconvnet as in the book, 0 for a language model)")
+                        f"for deepconvnet as in the book, {lm['dropout']:g} for a language model)")
     t.add_argument("--weight-decay", type=_NON_NEGATIVE, default=None, metavar="LAMBDA",
                    help="L2 penalty 0.5*LAMBDA*sum(W**2) on the weights "
                         f"(default {MODELS['mlp']['weight_decay']:g}; {MODELS['convnet']['weight_decay']:g} for convnet)")
@@ -228,32 +229,34 @@ def build_parser() -> argparse.ArgumentParser:
                         "the sequence models)")
     t.add_argument("--lr", type=_positive(float, FLOAT32_MAX, " below 3.4e38 (float32)"), default=None,
                    help=f"learning rate (default {MODELS['mlp']['lr']}; {MODELS['convnet']['lr']} for convnet; "
-                        "0.003 for a language model, 0.001 for seq2seq)")
+                        f"{lm['lr']:g} for a language model, {s2s['lr']:g} for seq2seq)")
     t.add_argument("--schedule", choices=SCHEDULES, default=None,
                    help="learning rate over the run: constant, or cosine decay from --lr to 0 over all steps "
                         f"(default {MODELS['mlp']['schedule']}; {MODELS['convnet']['schedule']} for convnet and "
                         "a language model)")
     t.add_argument("--batch-size", type=_positive(int), default=None, metavar="N",
-                   help="training samples per update (default 100; 32 text streams for a language model, 128 "
-                        "questions for seq2seq)")
+                   help=f"training samples per update (default {IMAGE_DEFAULTS['batch_size']}; {lm['batch_size']} text "
+                        f"streams for a language model, {s2s['batch_size']} questions for seq2seq)")
     t.add_argument("--epochs", type=_positive(int, MAX_EPOCHS, " below 2**31"), default=None, metavar="N",
                    help="passes over the training data (default "
                         + ", ".join(f"{m['epochs']} for {name}" for name, m in MODELS.items())
-                        + "; 70 for seq2seq on addition, 10 on date)")
+                        + f"; {SEQ2SEQ_EPOCHS['addition']} for seq2seq on addition, {SEQ2SEQ_EPOCHS['date']} on date)")
     t.add_argument("--augment", choices=["affine", "none"], default=None,
                    help="random affine warps of half of each training batch (default affine)")
     t.add_argument("--text", type=_folder, default=None, metavar="FILE",
                    help="a language model: train on this UTF-8 file (default: the help topics of the running Python, "
                         "pydoc_data.topics)")
     t.add_argument("--steps", type=_positive(int, MAX_EPOCHS, " below 2**31"), default=None, metavar="N",
-                   help="a language model: training steps, one window of every stream each (default 2000)")
+                   help=f"a language model: training steps, one window of every stream each (default {lm['steps']})")
     t.add_argument("--embed", type=_positive(int), default=None, metavar="N",
-                   help="a sequence model: embedding size (default 64 for a language model, 16 for seq2seq)")
+                   help=f"a sequence model: embedding size (default {lm['embed']} for a language model, {s2s['embed']} "
+                        "for seq2seq)")
     t.add_argument("--seq-length", type=_positive(int), default=None, metavar="T",
-                   help="a language model: characters per window, the span of backprop through time (default 64)")
+                   help="a language model: characters per window, the span of backprop through time "
+                        f"(default {lm['seq_length']})")
     t.add_argument("--clip", type=_positive(float, FLOAT32_MAX, " below 3.4e38 (float32)"), default=None,
                    metavar="NORM", help="a sequence model: clip the gradient's global norm to NORM (optax; default "
-                                        "1.0 for a language model, 5.0 for seq2seq)")
+                                        f"{lm['clip']} for a language model, {s2s['clip']} for seq2seq)")
     t.add_argument("--tie", action="store_true",
                    help="a language model: the output layer reuses the embedding's table (needs --embed = --hidden)")
     t.add_argument("--no-reverse", action="store_true",
