@@ -17,6 +17,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from pure_backprop.augment import affine_augmenter
@@ -42,7 +43,8 @@ def default_program(augmented=True, evaluated=True):
     augment = affine_augmenter(data.image_shape) if augmented else None
     run, _, split_arrays = _fit_program(net, softmax_cross_entropy, optimizer, x, y, 1000, 100, splits, augment,
                                         0.0, EPOCHS_PER_CALL, 500)
-    return run, (params, (), optimizer.init(params), jax.random.PRNGKey(1), x, y, split_arrays, EPOCHS_PER_CALL, 0)
+    return run, (params, (), optimizer.init(params), jax.random.PRNGKey(1), x, y, split_arrays,
+                 np.int32(EPOCHS_PER_CALL), np.int32(0))
 
 
 def main():

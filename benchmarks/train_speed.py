@@ -254,8 +254,8 @@ def default_compile_seconds():
     run = _compiled_epochs(net, softmax_cross_entropy, optimizer, 100, affine_augmenter((8, 8)), 0.0, 500,
                            ("train", "val", "test"), 50)
     start = time.perf_counter()
-    run.lower(params, (), optimizer.init(params), jax.random.PRNGKey(0), splits[0][0], splits[0][1], splits, 50,
-              0).compile()
+    run.lower(params, (), optimizer.init(params), jax.random.PRNGKey(0), splits[0][0], splits[0][1], splits,
+              np.int32(50), np.int32(0)).compile()
     return time.perf_counter() - start
 
 

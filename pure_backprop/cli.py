@@ -100,6 +100,7 @@ _FRACTION = _number(float, 0, "a number in [0, 1)", high=1, low_open=False)
 _NON_NEGATIVE = _number(float, 0, "a finite number >= 0 and below 3.4e38 (float32)", high=FLOAT32_MAX,
                         low_open=False)
 MAX_EPOCHS = 2**31  # the compiled loop counts epochs in int32
+JOIN_TIMEOUT = 60  # seconds for the processes of a run to join (--coordinator)
 
 
 COMMANDS = {  # each command's line in the list of commands
@@ -271,6 +272,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write checkpoint.npz every K epochs, and at the end (default: after every compiled "
                         "call, every ceil(epochs / 20) epochs)")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    t.add_argument("--devices", type=_positive(int), default=None, metavar="N",
+                   help="image models: train data-parallel on N devices of this process, each batch split "
+                        "evenly over them (--batch-size a multiple of N); on a CPU, N > 1 splits the CPU "
+                        "into N devices (default: every device JAX sees, one on a CPU)")
+    t.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="image models, several processes: the address that process 0 listens on and the "
+                        "others reach; give it, --num-processes and --process-id to every process "
+                        "(default: one process)")
+    t.add_argument("--num-processes", type=_positive(int), default=None, metavar="N",
+                   help="with --coordinator: how many processes train the run together (default: one, no coordinator)")
+    t.add_argument("--process-id", type=_number(int, 0, "an int >= 0", low_open=False), default=None,
+                   metavar="I", help="with --coordinator: this process's number, 0 to N-1; process 0 writes "
+                                     "the run folder (default: none, one process)")
 
     p = commands.add_parser("predict", help=COMMANDS["predict"], formatter_class=raw,
                             description="Classify images with a trained run: PNG or JPEG files (made grayscale, "
@@ -412,6 +426,7 @@ def main(argv=None) -> int:
                 return EXIT_USAGE
             with compilation_cache(args.compile_cache):
                 if args.command == "train":
+                    _start_devices(args, owns_process=argv is None)
                     if args.resume is not None:
                         args.explicit = _explicit(sys.argv[1:] if argv is None else argv)
                     return train_command(args, stop)
@@ -433,6 +448,62 @@ def main(argv=None) -> int:
 
 
 # --- train ---------------------------------------------------------------------------------
+
+
+def _start_devices(args, owns_process: bool) -> None:
+    """Before JAX's first computation: join the run's processes (``--coordinator``) and, when
+    the command owns the process (not ``main(argv)`` called within a program, whose JAX keeps
+    its devices), split a CPU into ``--devices`` devices (``jax_num_cpu_devices``; harmless on
+    an accelerator)."""
+    group = {"--coordinator": args.coordinator, "--num-processes": args.num_processes,
+             "--process-id": args.process_id}
+    if None in group.values() and any(v is not None for v in group.values()):
+        missing = ", ".join(k for k, v in group.items() if v is None)
+        raise UsageError(f"--coordinator, --num-processes and --process-id go together (every process of the run "
+                         f"gets all three); missing {missing}")
+    if args.model not in MODELS:
+        if args.devices not in (None, 1) or args.coordinator is not None:
+            raise UsageError(f"--devices and --coordinator apply to the image models (mlp, convnet, deepconvnet); "
+                             f"{args.model} trains on one device")
+        return
+    if args.process_id is not None and args.process_id >= args.num_processes:
+        raise UsageError(f"--process-id {args.process_id} must be below --num-processes {args.num_processes}")
+    import jax
+
+    if owns_process and args.devices is not None and args.devices > 1:
+        jax.config.update("jax_num_cpu_devices", args.devices)
+    if args.coordinator is not None:
+        from .parallel import initialize
+
+        host, _, port = args.coordinator.rpartition(":")
+        if not host or not port.isdigit():
+            raise UsageError(f"--coordinator {args.coordinator}: expected HOST:PORT, e.g. 10.0.0.1:8476")
+        print(f"process {args.process_id} of {args.num_processes}: joining at {args.coordinator} (JAX aborts the "
+              f"process if not all have joined within {JOIN_TIMEOUT} s)", file=sys.stderr, flush=True)
+        initialize(args.coordinator, args.num_processes, args.process_id, timeout=JOIN_TIMEOUT)
+
+
+def _mesh(args):
+    """The run's devices: ``None`` (the plain one-device program) for one device of one process,
+    else a data mesh over the first ``--devices`` devices of every process."""
+    import jax
+
+    from .parallel import data_mesh
+
+    local = jax.local_devices()
+    n = args.devices or len(local)
+    if n > len(local):
+        raise UsageError(f"--devices {n}: JAX sees {len(local)} {local[0].platform} device"
+                         f"{'s' if len(local) > 1 else ''} in this process")
+    if n == 1 and jax.process_count() == 1:
+        return None
+    chosen = [d for p in range(jax.process_count())
+              for d in sorted((d for d in jax.devices() if d.process_index == p), key=lambda d: d.id)[:n]]
+    mesh = data_mesh(chosen)
+    if args.batch_size % mesh.size:
+        raise UsageError(f"--batch-size {args.batch_size} does not split evenly over {mesh.size} devices (each "
+                         f"takes an equal share of every batch); choose a multiple of {mesh.size}")
+    return mesh
 
 
 def _prepare_out(out: str | None) -> tuple[Path, list[Path]]:
@@ -565,6 +636,8 @@ def train_command(args, stop: _StopRequest | None = None) -> int:
         if args.out is not None:
             raise UsageError(f"--out applies to a new run; --resume {args.resume} continues in the run's own folder")
         out, created = Path(args.resume), []
+    elif getattr(args, "process_id", None):  # process 0 writes the run folder; the others write nothing
+        out, created = Path(args.out or "runs"), []
     else:
         out, created = _prepare_out(args.out)
     written: list[Path] = []
@@ -752,6 +825,8 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
     from .train import as_numpy_tree, compile_fit, fit
 
     start = time.perf_counter()
+    mesh = _mesh(args)
+    writer = jax.process_index() == 0  # of several processes, process 0 writes the run folder
     network, in_shape = _network(options)
     if in_shape[1:] != dataset.x_train.shape[1:]:
         dataset = dataset._replace(**{k: getattr(dataset, k).reshape(in_shape)
@@ -773,9 +848,11 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
         splits["val"] = (dataset.x_val, dataset.y_val)
     splits["test"] = (dataset.x_test, dataset.y_test)
     splits = {k: (jnp.asarray(x), jnp.asarray(y)) for k, (x, y) in splits.items()}
+    devices = 1 if mesh is None else mesh.size
     settings = dict(epochs=args.epochs, batch_size=args.batch_size, evaluate_on=splits,
                     augment=augment and affine_augmenter(dataset.image_shape, augment),
-                    weight_decay=args.weight_decay, eval_batch_size=max(args.batch_size, 500),
+                    weight_decay=args.weight_decay, mesh=mesh,
+                    eval_batch_size=math.ceil(max(args.batch_size, 500) / devices) * devices,
                     epochs_per_call=min(max(1, math.ceil(args.epochs / 20)), 10_000))
     checkpoint_every = args.checkpoint_every or settings["epochs_per_call"]
 
@@ -799,7 +876,7 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
         compiled.result()
     stop.check()
 
-    bar = tqdm(total=args.epochs, desc="train", unit="epoch", disable=args.no_progress, file=sys.stderr)
+    bar = tqdm(total=args.epochs, desc="train", unit="epoch", disable=args.no_progress or not writer, file=sys.stderr)
 
     def progress(records):
         bar.update(len(records))
@@ -810,6 +887,8 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
     # matplotlib (0.4-0.7 s to import, 0.25 s more for its first figure) warms up in a thread
     # while training runs in XLA, without the GIL
     def checkpoint(result):
+        if not writer:
+            return
         history = prior + result.history
         save_checkpoint(out / CHECKPOINT, Checkpoint(result.params, result.state, result.opt_state, key_train,
                                                      len(history), history, options))
@@ -846,9 +925,13 @@ def _train(args, out: Path, stop: _StopRequest, written: list) -> int:
         "checkpoint_every": checkpoint_every,
         "train_accuracy": last["train_accuracy"], "val_accuracy": last.get("val_accuracy"),
         "test_accuracy": last["test_accuracy"],
-        "grad_check_max_rel_error": grad_error, "seconds": time.perf_counter() - start,
-        "jax_version": jax.__version__, "history": history,
+        "grad_check_max_rel_error": grad_error, "devices": devices, "processes": jax.process_count(),
+        "seconds": time.perf_counter() - start, "jax_version": jax.__version__, "history": history,
     }
+    if not writer:
+        print(f"process {jax.process_index()} of {jax.process_count()}: trained {len(history)} epochs; process 0 "
+              f"wrote the run folder")
+        return 1 if result.diverged_epoch is not None else 130 if interrupted else 0
     arrays = {**as_numpy_tree(result.params, "params"), **as_numpy_tree(result.state, "state")}
     _write_atomic(out / "params.npz", lambda tmp: np.savez(open(tmp, "wb"), **arrays))
     written.append(out / "params.npz")

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from . import parallel
 from .core import Layer, Loss, StatefulLayer, lift, loss_and_grads_with_state
 
 OPTIMIZERS: dict[str, Callable[[float], optax.GradientTransformation]] = {
@@ -86,6 +87,11 @@ def _check_batch_size(where, batch_size):
         raise ValueError(f"{where}: batch_size must be a positive int, got {batch_size!r}")
 
 
+def _check_mesh(where, mesh):
+    if mesh is not None:
+        parallel.check_mesh(where, mesh)
+
+
 def _check_data(where, x, targets, batch_size=None):
     """Same number of samples, at least one, and (for training) at least one whole batch."""
     n, m = jnp.shape(x)[0] if jnp.ndim(x) else None, jnp.shape(targets)[0] if jnp.ndim(targets) else None
@@ -100,18 +106,26 @@ def _check_data(where, x, targets, batch_size=None):
 
 
 def make_step(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.GradientTransformation,
-              weight_decay: float = 0.0):
+              weight_decay: float = 0.0, mesh=None):
     """The un-jitted stateful step ``(params, state, opt_state, key, batch) -> (params, state, opt_state, loss)``
-    (for any network: a plain ``Layer`` has state ``()`` and ignores the key)."""
+    (for any network: a plain ``Layer`` has state ``()`` and ignores the key). With a ``mesh``
+    (``parallel.data_mesh``) the batch is split over its devices and the gradients, summed over
+    the whole batch, are replicated: see ``pure_backprop.parallel``."""
     _check_network("make_step", network)
     _check_loss("make_step", loss, optimizer, check_optimizer=True)
+    _check_mesh("make_step", mesh)
     stateful = lift(network)
 
     def step(params, state, opt_state, key, batch):
         x, targets = batch
         _check_data("train step", x, targets)
+        if mesh is not None:
+            parallel.check_divides("train step", "a batch of", x.shape[0], mesh)
+            x, targets = parallel.constrain((x, targets), parallel.batch_sharded(mesh))
         value, grads, state = loss_and_grads_with_state(stateful, loss, params, state, x, targets, key, True,
                                                         weight_decay)
+        if mesh is not None:  # the batch sums of the backward become all-reduces here
+            grads = parallel.constrain(grads, parallel.replicated(mesh))
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), state, opt_state, value
 
@@ -119,17 +133,25 @@ def make_step(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.Gradi
 
 
 def make_train_step(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.GradientTransformation,
-                    weight_decay: float = 0.0):
-    """A jit-compiled step; see the module docstring for its two signatures."""
-    step = make_step(network, loss, optimizer, weight_decay)
+                    weight_decay: float = 0.0, mesh=None):
+    """A jit-compiled step; see the module docstring for its two signatures. With a ``mesh``
+    the step is data-parallel over its devices (``pure_backprop.parallel``): the batch is
+    split along its first axis (its size must be a multiple of the device count), everything
+    else is replicated, and arrays given in another layout are moved to these."""
+    step = make_step(network, loss, optimizer, weight_decay, mesh)
+    layouts = {}
+    if mesh is not None:
+        rep, dat = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+        layouts = dict(in_shardings=(rep, rep, rep, rep, dat) if isinstance(network, StatefulLayer) else (rep, rep, dat),
+                       out_shardings=rep)
     if isinstance(network, StatefulLayer):
-        return jax.jit(step)
+        return jax.jit(step, **layouts)
 
     def plain(params, opt_state, batch):
         params, _, opt_state, value = step(params, (), opt_state, None, batch)
         return params, opt_state, value
 
-    return jax.jit(plain)
+    return jax.jit(plain, **layouts)
 
 
 def updates(n: int, batch_size: int, epochs: int) -> int:
@@ -175,14 +197,15 @@ def shuffle(key, n: int) -> jax.Array:
 _WARP_AHEAD_BYTES = 64 * 2**20  # an epoch's augmented batches up to this size are computed before its scan
 
 
-def _epoch_fn(network, loss, optimizer, batch_size, augment=None, weight_decay=0.0):
+def _epoch_fn(network, loss, optimizer, batch_size, augment=None, weight_decay=0.0, mesh=None):
     """The un-jitted stateful epoch ``(params, state, opt_state, key, x, targets)``."""
-    step = make_step(network, loss, optimizer, weight_decay)
+    step = make_step(network, loss, optimizer, weight_decay, mesh)
+    split = (lambda a: a) if mesh is None else (lambda a: parallel.constrain(a, parallel.batch_sharded(mesh, 1)))
 
     def epoch(params, state, opt_state, key, x, targets):
         _check_data("train", x, targets, batch_size)
         key_order, key_augment, key_steps = jax.random.split(key, 3)
-        batches = epoch_batches(key_order, x.shape[0], batch_size)
+        batches = split(epoch_batches(key_order, x.shape[0], batch_size))  # each device gathers its share
         step_keys = jax.random.split(key_steps, batches.shape[0])
         augment_keys = jax.random.split(key_augment, batches.shape[0])
 
@@ -191,7 +214,7 @@ def _epoch_fn(network, loss, optimizer, batch_size, augment=None, weight_decay=0
             # Every batch of the epoch augmented at once, before the scan, with the same keys:
             # the same values as batch by batch, but one vectorized random draw and warp
             # instead of a small one per step (measured: 2x faster steps on the digits).
-            warped = jax.vmap(augment)(augment_keys, x[batches])
+            warped = split(jax.vmap(augment)(augment_keys, x[batches]))
 
         def body(carry, batch):
             params, state, opt_state = carry
@@ -210,26 +233,32 @@ def _epoch_fn(network, loss, optimizer, batch_size, augment=None, weight_decay=0
 
 def make_train_epoch(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.GradientTransformation,
                      batch_size: int, augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
-                     weight_decay: float = 0.0):
+                     weight_decay: float = 0.0, mesh=None):
     """A jit-compiled epoch: the samples are shuffled with ``key`` and cut into
     ``len(x) // batch_size`` batches (``epoch_batches``) that one ``lax.scan`` runs through.
     ``augment(key, x_batch) -> x_batch`` (e.g. ``augment.affine_augmenter``), if given, is
     applied to each batch with its own key; each step gets its own dropout key.
+    With a ``mesh``, data-parallel (``pure_backprop.parallel``): every argument replicated on
+    its devices (``x`` and ``targets`` too: each device gathers its share of each batch from
+    its own copy), each batch split over them.
     See the module docstring for the two signatures."""
     _check_network("make_train_epoch", network)
     _check_batch_size("make_train_epoch", batch_size)
-    epoch = _epoch_fn(network, loss, optimizer, batch_size, augment, weight_decay)
+    _check_mesh("make_train_epoch", mesh)
+    parallel.check_divides("make_train_epoch", "batch_size", batch_size, mesh)
+    epoch = _epoch_fn(network, loss, optimizer, batch_size, augment, weight_decay, mesh)
+    layouts = {} if mesh is None else dict(in_shardings=parallel.replicated(mesh), out_shardings=parallel.replicated(mesh))
     if isinstance(network, StatefulLayer):
-        return jax.jit(epoch)
+        return jax.jit(epoch, **layouts)
 
     def plain(params, opt_state, key, x, targets):
         params, _, opt_state, losses = epoch(params, (), opt_state, key, x, targets)
         return params, opt_state, losses
 
-    return jax.jit(plain)
+    return jax.jit(plain, **layouts)
 
 
-def _evaluate_fn(network, loss, batch_size, bounds=None):
+def _evaluate_fn(network, loss, batch_size, bounds=None, mesh=None):
     """The un-jitted ``(params, state, x, labels) -> (mean loss, accuracy)`` in inference mode.
 
     With ``bounds`` (``((start, stop), ...)``, static), ``x`` holds several splits one after the
@@ -244,6 +273,8 @@ def _evaluate_fn(network, loss, batch_size, bounds=None):
         pad = (-n) % batch_size
         xs = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)]).reshape((-1, batch_size) + x.shape[1:])
         ys = jnp.concatenate([labels, jnp.zeros((pad,), labels.dtype)]).reshape(-1, batch_size)
+        if mesh is not None:  # each device evaluates its share of every batch
+            xs, ys = parallel.constrain((xs, ys), parallel.batch_sharded(mesh, 1))
 
         def body(_, batch):
             xb, yb = batch
@@ -265,19 +296,23 @@ def _evaluate_fn(network, loss, batch_size, bounds=None):
     return evaluate
 
 
-def make_evaluate(network: Layer | StatefulLayer, loss: Loss, batch_size: int):
+def make_evaluate(network: Layer | StatefulLayer, loss: Loss, batch_size: int, mesh=None):
     """A jit-compiled ``(mean loss, accuracy)`` over *every* sample, in inference mode.
 
     The data are padded up to a whole number of batches and the padding is masked out, so
-    the last partial batch counts exactly once. ``labels`` are integer class labels.
+    the last partial batch counts exactly once. ``labels`` are integer class labels. With a
+    ``mesh``, every batch is split over its devices (``batch_size`` a multiple of their count).
     See the module docstring for the two signatures."""
     _check_network("make_evaluate", network)
     _check_loss("make_evaluate", loss)
     _check_batch_size("make_evaluate", batch_size)
-    evaluate = _evaluate_fn(network, loss, batch_size)
+    _check_mesh("make_evaluate", mesh)
+    parallel.check_divides("make_evaluate", "batch_size", batch_size, mesh)
+    evaluate = _evaluate_fn(network, loss, batch_size, mesh=mesh)
+    layouts = {} if mesh is None else dict(in_shardings=parallel.replicated(mesh), out_shardings=parallel.replicated(mesh))
     if isinstance(network, StatefulLayer):
-        return jax.jit(evaluate)
-    return jax.jit(lambda params, x, labels: evaluate(params, (), x, labels))
+        return jax.jit(evaluate, **layouts)
+    return jax.jit(lambda params, x, labels: evaluate(params, (), x, labels), **layouts)
 
 
 # --- the training loop -------------------------------------------------------------------
@@ -300,7 +335,8 @@ def fit(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.GradientTra
         augment: Callable | None = None, weight_decay: float = 0.0, epochs_per_call: int | None = None,
         eval_batch_size: int = 500, on_epochs: Callable[[list], None] | None = None,
         should_stop: Callable[[], bool] | None = None, opt_state=None, start_epoch: int = 0,
-        checkpoint_every: int | None = None, on_checkpoint: Callable[[FitResult], None] | None = None) -> FitResult:
+        checkpoint_every: int | None = None, on_checkpoint: Callable[[FitResult], None] | None = None,
+        mesh=None) -> FitResult:
     """Train for ``epochs`` epochs on ``(x, labels)`` and evaluate after each on ``evaluate_on``
     (``{"train": (x, y), "val": (x, y), ...}``), all inside compiled calls.
 
@@ -328,12 +364,19 @@ def fit(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.GradientTra
 
     History records hold ``epoch``, ``batch_loss`` (mean over the epoch's steps, on the
     training batches as trained, augmented) and ``<name>_loss``/``<name>_accuracy`` per split.
+
+    With a ``mesh`` (``parallel.data_mesh()``) the run is data-parallel over its devices, of
+    one process or of several: the data, parameters and states are replicated on every device
+    and each batch is split over them (``batch_size`` and ``eval_batch_size`` multiples of the
+    device count); the result is the one-device run's up to float32 rounding. See
+    ``pure_backprop.parallel``. The returned arrays are replicated on the mesh.
     """
     run, per_call, splits = _fit_program(network, loss, optimizer, x, labels, epochs, batch_size, evaluate_on, augment,
-                                         weight_decay, epochs_per_call, eval_batch_size)
+                                         weight_decay, epochs_per_call, eval_batch_size, mesh)
     _check_resume(start_epoch, epochs, checkpoint_every)
     if opt_state is None:
         opt_state = optimizer.init(params)
+    params, state, opt_state, key, x, labels, splits = _place(mesh, params, state, opt_state, key, x, labels, splits)
     history, interrupted, diverged = [], False, None
     done = start_epoch
     try:
@@ -344,8 +387,8 @@ def fit(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.GradientTra
             active = min(per_call, epochs - done)
             if checkpoint_every is not None:  # end the call at the next multiple of checkpoint_every
                 active = min(active, checkpoint_every - done % checkpoint_every)
-            (params, state, opt_state), metrics, bad = run(params, state, opt_state, key, x, labels, splits, active,
-                                                           done)
+            (params, state, opt_state), metrics, bad = run(params, state, opt_state, key, x, labels, splits,
+                                                           *_place(mesh, np.int32(active), np.int32(done)))
             metrics, bad = jax.device_get((metrics, bad))  # the whole chunk's history in one transfer
             bad = int(bad)
             finished = active if bad < 0 else bad
@@ -384,25 +427,35 @@ def compile_fit(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.Gra
                 params, x, labels, *, epochs: int, batch_size: int, key, state=(), evaluate_on: dict | None = None,
                 augment: Callable | None = None, weight_decay: float = 0.0, epochs_per_call: int | None = None,
                 eval_batch_size: int = 500, on_epochs: Callable[[list], None] | None = None,
-                should_stop: Callable[[], bool] | None = None) -> None:
+                should_stop: Callable[[], bool] | None = None, mesh=None) -> None:
     """Compile, ahead, the program that ``fit`` with the same arguments runs, so that its first
     call starts training at once. Takes ``fit``'s arguments (the callbacks are not called) and
     trains nothing: the program runs with every epoch slot skipped. Thread-safe: the command
     line compiles it in a second thread while it checks the gradient (XLA compiles without
     holding the GIL, so on two cores both proceed at once)."""
     run, _, splits = _fit_program(network, loss, optimizer, x, labels, epochs, batch_size, evaluate_on, augment,
-                                  weight_decay, epochs_per_call, eval_batch_size)
-    jax.block_until_ready(run(params, state, optimizer.init(params), key, x, labels, splits, 0, 0))
+                                  weight_decay, epochs_per_call, eval_batch_size, mesh)
+    jax.block_until_ready(run(*_place(mesh, params, state, optimizer.init(params), key, x, labels, splits,
+                                      np.int32(0), np.int32(0))))
+
+
+def _place(mesh, *args):
+    """``fit``'s arguments as its program takes them: as given on one device, replicated on the
+    mesh's devices (of every process) with a mesh."""
+    return args if mesh is None else parallel.replicate(args, mesh)
 
 
 def _fit_program(network, loss, optimizer, x, labels, epochs, batch_size, evaluate_on, augment, weight_decay,
-                 epochs_per_call, eval_batch_size):
+                 epochs_per_call, eval_batch_size, mesh=None):
     """Validate ``fit``'s arguments; the compiled chunk program (shared between calls with the
     same network, loss, optimizer and settings), the epochs per call and the evaluation splits."""
     _check_network("fit", network)
     _check_loss("fit", loss, optimizer, check_optimizer=True)
     _check_batch_size("fit", batch_size)
     _check_batch_size("fit (eval_batch_size)", eval_batch_size)
+    _check_mesh("fit", mesh)
+    parallel.check_divides("fit", "batch_size", batch_size, mesh)
+    parallel.check_divides("fit", "eval_batch_size", eval_batch_size, mesh)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs < 2**31:
         raise ValueError(f"fit: epochs must be a positive int below 2**31 (counted in int32), got {epochs!r}")
     _check_data("fit", x, labels, batch_size)
@@ -416,7 +469,8 @@ def _fit_program(network, loss, optimizer, x, labels, epochs, batch_size, evalua
                                         or epochs_per_call < 1):
         raise ValueError(f"fit: epochs_per_call must be a positive int or None, got {epochs_per_call!r}")
     per_call = min(epochs, epochs_per_call or max(1, math.ceil(epochs / 20)))
-    settings = (network, loss, optimizer, batch_size, augment, weight_decay, eval_batch_size, tuple(evaluate_on), per_call)
+    settings = (network, loss, optimizer, batch_size, augment, weight_decay, eval_batch_size, tuple(evaluate_on), per_call,
+                mesh)
     try:
         run = _compiled_epochs(*settings)
     except TypeError:  # an unhashable part (say, a callable object without __hash__): not shared
@@ -430,18 +484,19 @@ def _all_finite(tree):
 
 
 @functools.lru_cache(maxsize=8)  # fit and compile_fit share the compiled program; a few, not every one ever made
-def _compiled_epochs(network, loss, optimizer, batch_size, augment, weight_decay, eval_batch_size, names, per_call):
+def _compiled_epochs(network, loss, optimizer, batch_size, augment, weight_decay, eval_batch_size, names, per_call,
+                     mesh=None):
     """``run(params, state, opt_state, key, x, labels, splits, active, start)``: ``per_call`` epoch
     slots in one ``lax.scan``, of which the first ``active`` train epochs ``start``, ``start + 1``,
     ... (counted from 0; each with ``epoch_key(key, epoch)``) and the others are skipped by
     ``lax.cond``, so one compiled program serves a shorter call. Returns the carry, the
     per-slot metrics and the index of the first slot that went non-finite (-1 if none)."""
-    epoch = _epoch_fn(network, loss, optimizer, batch_size, augment, weight_decay)
+    epoch = _epoch_fn(network, loss, optimizer, batch_size, augment, weight_decay, mesh)
 
     def run(params, state, opt_state, key, x, labels, splits, active, start):
         sizes = [ex.shape[0] for ex, _ in splits]
         bounds = tuple(zip(np.cumsum([0] + sizes[:-1]).tolist(), np.cumsum(sizes).tolist()))
-        evaluate = _evaluate_fn(network, loss, eval_batch_size, bounds)
+        evaluate = _evaluate_fn(network, loss, eval_batch_size, bounds, mesh)
         if splits:  # once per call, outside the epochs: every split evaluated in one pass
             eval_x = jnp.concatenate([ex for ex, _ in splits])
             eval_y = jnp.concatenate([ey for _, ey in splits])
@@ -475,7 +530,8 @@ def _compiled_epochs(network, loss, optimizer, batch_size, augment, weight_decay
         (carry, bad), metrics = jax.lax.scan(slot, ((params, state, opt_state), jnp.array(-1)), (slots, keys))
         return carry, metrics, bad
 
-    return jax.jit(run, compiler_options=TRAINING)  # fit's own program: never nested in a caller's jit
+    layouts = {} if mesh is None else dict(out_shardings=parallel.replicated(mesh))  # inputs placed by _place
+    return jax.jit(run, compiler_options=TRAINING, **layouts)  # fit's own program: never nested in a caller's jit
 
 
 def as_numpy_tree(tree, prefix: str) -> dict[str, np.ndarray]:

@@ -1,0 +1,84 @@
+"""Runs in a subprocess of ``tests/test_parallel.py`` (JAX fixes its device count when it starts):
+small training runs on a mesh of several CPU devices and, in a single process, the same runs
+without a mesh; the results go to ``OUT`` as ``.npz`` files and ``report.json`` for the test
+to compare.
+
+    python tests/parallel_worker.py OUT DEVICES CASES [COORDINATOR NUM_PROCESSES PROCESS_ID]
+
+``CASES`` is a comma-separated list of names from ``CASES`` below. With a coordinator the
+process joins that many processes first, each with ``DEVICES`` devices, and the mesh spans
+all of them; process 0 writes the results.
+"""
+
+import json
+import sys
+
+import jax
+
+OUT, DEVICES, NAMES = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
+jax.config.update("jax_num_cpu_devices", DEVICES)
+if len(sys.argv) > 4:
+    from pure_backprop import parallel
+
+    parallel.initialize(sys.argv[4], int(sys.argv[5]), int(sys.argv[6]), timeout=30)
+
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from pure_backprop import parallel, train  # noqa: E402
+from pure_backprop.augment import affine_augmenter  # noqa: E402
+from pure_backprop.core import lift  # noqa: E402
+from pure_backprop.data import load_digits  # noqa: E402
+from pure_backprop.layers import softmax_cross_entropy  # noqa: E402
+from pure_backprop.network import mlp, simple_conv_net  # noqa: E402
+
+DATA = load_digits()
+CASES = {  # name: (network, input shape, augmented, optimizer)
+    "mlp_augment": (mlp((16,), 10), (-1, 64), True, optax.sgd(0.1)),
+    "batchnorm_dropout": (mlp((16, 16), 10, batchnorm=True, drop_rate=0.2), (-1, 64), False, optax.adam(1e-2)),
+    "convnet": (simple_conv_net(filters=4, kernel_size=3, hidden=16), (-1, 1, 8, 8), True, optax.adam(1e-2)),
+}
+
+
+def run(name, mesh):
+    """Three epochs of 8 steps of 32 samples, evaluated after each on 128 test samples."""
+    net, shape, augmented, optimizer = CASES[name]
+    params, state, _ = lift(net).init(jax.random.PRNGKey(0), shape)
+    x, y = DATA.x_train[:256].reshape(shape), DATA.y_train[:256]
+    result = train.fit(net, softmax_cross_entropy, optimizer, params, x, y, epochs=3, batch_size=32,
+                       key=jax.random.PRNGKey(1), state=state, eval_batch_size=64, mesh=mesh,
+                       augment=affine_augmenter((8, 8)) if augmented else None,
+                       evaluate_on={"test": (DATA.x_test[:128].reshape(shape), DATA.y_test[:128])})
+    arrays = {**train.as_numpy_tree(result.params, "params"), **train.as_numpy_tree(result.state, "state")}
+    arrays["history"] = np.array([[r["batch_loss"], r["test_loss"], r["test_accuracy"]] for r in result.history])
+    return arrays, sorted({str(getattr(a.sharding, "spec", "one device")) for a in jax.tree_util.tree_leaves(result[:3])})
+
+
+def one_step_program(mesh):
+    """The compiled text of one data-parallel step of the batch-norm network."""
+    net, shape, _, optimizer = CASES["batchnorm_dropout"]
+    params, state, _ = lift(net).init(jax.random.PRNGKey(0), shape)
+    step = train.make_train_step(net, softmax_cross_entropy, optimizer, mesh=mesh)
+    batch = (DATA.x_train[:32], DATA.y_train[:32])
+    return step.lower(params, state, optimizer.init(params), jax.random.PRNGKey(2), batch).compile().as_text()
+
+
+if __name__ == "__main__":
+    mesh = parallel.data_mesh()
+    report = {"devices": mesh.size, "processes": jax.process_count(), "layouts": {}}
+    for name in NAMES:
+        arrays, report["layouts"][name] = run(name, mesh)
+        if jax.process_index() == 0:
+            np.savez(f"{OUT}/{name}-mesh.npz", **arrays)
+        if jax.process_count() == 1:  # the same run on one device, no mesh
+            np.savez(f"{OUT}/{name}-single.npz", **run(name, None)[0])
+    if jax.process_count() == 1:
+        report["all_reduces"] = one_step_program(mesh).count("all-reduce(")
+        try:
+            train.fit(*CASES["mlp_augment"][:1], softmax_cross_entropy, optax.sgd(0.1), {}, DATA.x_train[:60],
+                      DATA.y_train[:60], epochs=1, batch_size=30, key=jax.random.PRNGKey(0), mesh=mesh)
+        except ValueError as e:
+            report["indivisible"] = str(e)
+    if jax.process_index() == 0:
+        with open(f"{OUT}/report.json", "w") as f:
+            json.dump(report, f)
