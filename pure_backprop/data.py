@@ -219,7 +219,8 @@ def download_mnist(data_dir: str | os.PathLike, mirror: str = MNIST_MIRROR, time
 
 
 def _reason(error) -> str:
-    reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or error
+    """The innermost message: a URLError's reason, an OSError's strerror, else the error's text."""
+    reason = getattr(error, "reason", None) or error
     return str(getattr(reason, "strerror", None) or reason)
 
 

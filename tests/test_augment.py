@@ -140,3 +140,32 @@ def test_epoch_augmented_ahead_equals_batch_by_batch(monkeypatch):
         results.append(epoch(params, optimizer.init(params), jax.random.PRNGKey(5), x, y))
     for a, b in zip(jax.tree_util.tree_leaves(results[0]), jax.tree_util.tree_leaves(results[1])):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_a_warp_reads_only_its_own_image():
+    """Pixels mapped outside their image read 0, never a neighbour in the batch: finite images
+    between images of NaN stay finite under strong warps in every direction."""
+    n, h, w = 41, 6, 7
+    images = jax.random.uniform(jax.random.PRNGKey(3), (n, h, w)).at[::2].set(jnp.nan)  # NaN, finite, NaN, ...
+    u = jax.random.uniform(jax.random.PRNGKey(4), (n, 4), minval=-1.0, maxval=1.0)
+    out = affine_warp(images, 3.0 * u[:, :2], jnp.pi * u[:, 2], 1.0 + 0.5 * u[:, 3])
+    assert bool(jnp.all(jnp.isfinite(out[1::2])))
+    assert bool(jnp.all(jnp.isnan(out[::2]).any(axis=(1, 2))))  # the warps do read their own NaN images
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_warps_keep_the_images_dtype(dtype):
+    """Training runs in float32: a warp must not promote a batch (with float64 enabled, as here,
+    a stray default dtype would)."""
+    images = IMAGES.astype(dtype)
+    n = images.shape[0]
+    assert affine_warp(images, jnp.zeros((n, 2)), jnp.full(n, 0.3), jnp.ones(n)).dtype == dtype
+    assert random_affine(jax.random.PRNGKey(0), images.reshape(n, -1), (5, 5)).dtype == dtype
+
+
+def test_the_augmenter_warps_with_its_own_settings():
+    x = IMAGES.reshape(3, 25)
+    key = jax.random.PRNGKey(1)
+    np.testing.assert_array_equal(affine_augmenter((5, 5), Affine(fraction=0.0))(key, x), x)
+    settings = Affine(max_shift=2.0, fraction=1.0)
+    np.testing.assert_array_equal(affine_augmenter((5, 5), settings)(key, x), random_affine(key, x, (5, 5), settings))
