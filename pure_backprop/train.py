@@ -139,19 +139,26 @@ def make_train_step(network: Layer | StatefulLayer, loss: Loss, optimizer: optax
     split along its first axis (its size must be a multiple of the device count), everything
     else is replicated, and arrays given in another layout are moved to these."""
     step = make_step(network, loss, optimizer, weight_decay, mesh)
-    layouts = {}
-    if mesh is not None:
-        rep, dat = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-        layouts = dict(in_shardings=(rep, rep, rep, rep, dat) if isinstance(network, StatefulLayer) else (rep, rep, dat),
+    if not isinstance(network, StatefulLayer):
+        stateful_step = step
+
+        def step(params, opt_state, batch):
+            params, _, opt_state, value = stateful_step(params, (), opt_state, None, batch)
+            return params, opt_state, value
+
+    if mesh is None:
+        return jax.jit(step)
+    rep, dat = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    compiled = jax.jit(step, in_shardings=(rep,) * (4 if isinstance(network, StatefulLayer) else 2) + (dat,),
                        out_shardings=rep)
-    if isinstance(network, StatefulLayer):
-        return jax.jit(step, **layouts)
 
-    def plain(params, opt_state, batch):
-        params, _, opt_state, value = step(params, (), opt_state, None, batch)
-        return params, opt_state, value
+    @functools.wraps(step)
+    def checked(*args):  # the rule for batch sizes before JAX places the batch (its message names no rule)
+        parallel.check_divides("train step", "a batch of", np.shape(args[-1][0])[0], mesh)
+        return compiled(*args)
 
-    return jax.jit(plain, **layouts)
+    checked.lower = compiled.lower
+    return checked
 
 
 def updates(n: int, batch_size: int, epochs: int) -> int:

@@ -92,9 +92,12 @@ def test_the_step_sums_the_gradient_across_devices_inside_the_compiled_program(f
 
 
 def test_a_batch_that_does_not_split_evenly_is_refused_with_the_rule(four_devices):
-    assert four_devices[1]["indivisible"] == (
-        "fit: batch_size 30 does not split evenly over the mesh's 4 devices (each device takes an equal share of "
-        "every batch); choose a multiple of 4")
+    rule = "does not split evenly over the mesh's 4 devices (each device takes an equal share of every batch); " \
+           "choose a multiple of 4"
+    assert four_devices[1]["refused"] == {
+        "fit": f"fit: batch_size 30 {rule}", "fit_eval": f"fit: eval_batch_size 30 {rule}",
+        "step": f"train step: a batch of 30 {rule}", "make_step": f"train step: a batch of 30 {rule}", "epoch": f"make_train_epoch: batch_size 30 {rule}",
+        "evaluate": f"make_evaluate: batch_size 30 {rule}"}
 
 
 def test_two_processes_of_two_devices_train_as_one_process_of_four(four_devices, tmp_path):
@@ -120,7 +123,9 @@ def test_data_mesh_takes_the_devices_asked_and_refuses_others():
         parallel.data_mesh([])
 
 
-def test_fit_refuses_a_mesh_that_is_not_a_data_mesh():
+@pytest.mark.parametrize("where", ["fit", "make_step", "make_train_epoch", "make_evaluate"])
+@pytest.mark.parametrize("mesh", ["batch axis", "not a mesh"])
+def test_training_refuses_a_mesh_that_is_not_a_data_mesh(where, mesh):
     import jax
     import optax
     from jax.sharding import Mesh
@@ -129,10 +134,19 @@ def test_fit_refuses_a_mesh_that_is_not_a_data_mesh():
     from pure_backprop.layers import softmax_cross_entropy
     from pure_backprop.network import mlp
 
-    other = Mesh(np.array(jax.devices()), ("batch",))
-    with pytest.raises(TypeError, match=r"fit: mesh must be a jax.sharding.Mesh with the one axis 'data'"):
-        train.fit(mlp((4,), 3), softmax_cross_entropy, optax.sgd(0.1), {}, np.zeros((4, 2)), np.zeros(4, int),
-                  epochs=1, batch_size=2, key=jax.random.PRNGKey(0), mesh=other)
+    mesh = Mesh(np.array(jax.devices()), ("batch",)) if mesh == "batch axis" else "data"
+    net, sgd = mlp((4,), 3), optax.sgd(0.1)
+    calls = {
+        "fit": lambda: train.fit(net, softmax_cross_entropy, sgd, {}, np.zeros((4, 2)), np.zeros(4, int), epochs=1,
+                                 batch_size=2, key=jax.random.PRNGKey(0), mesh=mesh),
+        "make_step": lambda: train.make_train_step(net, softmax_cross_entropy, sgd, mesh=mesh),
+        "make_train_epoch": lambda: train.make_train_epoch(net, softmax_cross_entropy, sgd, 2, mesh=mesh),
+        "make_evaluate": lambda: train.make_evaluate(net, softmax_cross_entropy, 2, mesh=mesh),
+    }
+    with pytest.raises(TypeError) as e:
+        calls[where]()
+    assert str(e.value) == (f"{where}: mesh must be a jax.sharding.Mesh with the one axis 'data' "
+                            f"(pure_backprop.parallel.data_mesh), got {mesh!r}")
 
 
 @pytest.mark.parametrize("argv, message", [

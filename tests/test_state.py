@@ -378,6 +378,24 @@ def test_fit_stops_at_the_first_non_finite_epoch_and_keeps_the_last_finite_param
     assert all(np.isfinite(h["batch_loss"]) for h in result.history)
 
 
+def test_fit_stops_when_the_parameters_overflow_though_the_epochs_loss_is_finite():
+    """The loss of a step is computed before its update: an update that overflows the float32
+    parameters leaves the epoch's loss finite, and only the parameters show it."""
+    net = affine(1)
+    x, t = jnp.full((1, 1), 1e15, jnp.float32), jnp.zeros((1, 1), jnp.float32)
+    params = {"W": jnp.ones((1, 1), jnp.float32), "b": jnp.zeros(1, jnp.float32)}
+    result = fit(net, mse, optax.sgd(1e10), params, x, t, epochs=3, batch_size=1, key=KEY)
+    assert (result.diverged_epoch, result.history) == (1, [])
+    assert float(result.params["W"][0, 0]) == 1.0  # the parameters before the overflow
+
+
+def test_fit_trains_a_network_without_parameters_to_the_end():
+    """Nothing to go non-finite: every epoch runs, none counts as diverged."""
+    x, y = _data(n=8)
+    result = fit(relu, softmax_cross_entropy, optax.sgd(0.1), (), x, y, epochs=3, batch_size=4, key=KEY)
+    assert result.diverged_epoch is None and [h["epoch"] for h in result.history] == [1, 2, 3]
+
+
 def test_fit_history_holds_each_split_evaluated_as_make_evaluate_does():
     """The splits are evaluated together inside the compiled call; each record must still be
     what ``make_evaluate`` gives on that split alone, for splits of sizes that are not
