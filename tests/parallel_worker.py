@@ -11,6 +11,8 @@ all of them; process 0 writes the results.
 """
 
 import json
+import math
+import re
 import sys
 
 import jax
@@ -54,6 +56,34 @@ def run(name, mesh):
     return arrays, sorted({str(getattr(a.sharding, "spec", "one device")) for a in jax.tree_util.tree_leaves(result[:3])})
 
 
+def split_work(mesh):
+    """Per program (step, epoch with augmentation, evaluation, fit's chunk), the elements of the
+    distinct float32 shapes that its compiled code's products and gathers make, the parameters'
+    (and their gradients') left out: on a mesh of N devices, each device's share of each batch.
+    A split of every batch gives 1/N of a one-device mesh's figure; any batch computed whole on
+    every device gives more (the values would be the same: only the compiled program shows it)."""
+    net, sgd = mlp((16,), 10), optax.sgd(0.1)
+    params = net.init(jax.random.PRNGKey(0), (-1, 64))[0]
+    x, y, key = DATA.x_train[:224], DATA.y_train[:224], jax.random.PRNGKey(1)  # 7 batches of 32
+    run, _, splits = train._fit_program(net, softmax_cross_entropy, sgd, x, y, 1, 32, {"test": (x[:64], y[:64])}, None,
+                                        0.0, None, 32, mesh)
+    programs = {
+        "step": train.make_train_step(net, softmax_cross_entropy, sgd, mesh=mesh).lower(
+            params, sgd.init(params), (x[:32], y[:32])),
+        "epoch": train.make_train_epoch(net, softmax_cross_entropy, sgd, 32, affine_augmenter((8, 8)), mesh=mesh).lower(
+            params, sgd.init(params), key, x, y),
+        "evaluate": train.make_evaluate(net, softmax_cross_entropy, 32, mesh=mesh).lower(params, x, y),
+        "fit": run.lower(*train._place(mesh, params, (), sgd.init(params), key, x, y, splits, np.int32(1), np.int32(0))),
+    }
+    own = {(64, 16), (16, 10)}
+    work = {}
+    for name, lowered in programs.items():
+        shapes = set(re.findall(r"f32\[([0-9,]+)\]\{[0-9,]*\} (?:dot|gather)\(", lowered.compile().as_text()))
+        shapes = {tuple(map(int, s.split(","))) for s in shapes} - own
+        work[name] = sum(math.prod(s) for s in shapes)
+    return work
+
+
 def one_step_program(mesh):
     """The compiled text of one data-parallel step of the batch-norm network."""
     net, shape, _, optimizer = CASES["batchnorm_dropout"]
@@ -74,6 +104,7 @@ if __name__ == "__main__":
             np.savez(f"{OUT}/{name}-single.npz", **run(name, None)[0])
     if jax.process_count() == 1:
         report["all_reduces"] = one_step_program(mesh).count("all-reduce(")
+        report["work"] = {"mesh": split_work(mesh), "one": split_work(parallel.data_mesh(1))}
         net, sgd = CASES["mlp_augment"][0], optax.sgd(0.1)
         params = net.init(jax.random.PRNGKey(0), (-1, 64))[0]
         x, y = DATA.x_train[:60], DATA.y_train[:60]

@@ -91,6 +91,16 @@ def test_the_step_sums_the_gradient_across_devices_inside_the_compiled_program(f
     assert four_devices[1]["all_reduces"] >= 1
 
 
+def test_each_device_computes_a_quarter_of_every_batch_in_every_program(four_devices):
+    """The step, the epoch (its shuffle's gather and its warps), the evaluation and ``fit``'s
+    chunk: in each compiled program the products and gathers over the batch are a quarter of
+    those of a one-device mesh (``split_work`` in the worker), none left whole on every device."""
+    work = four_devices[1]["work"]
+    assert set(work["mesh"]) == {"step", "epoch", "evaluate", "fit"}
+    for program, quarter in work["mesh"].items():
+        assert quarter > 0 and quarter * 4 == work["one"][program], (program, quarter, work["one"][program])
+
+
 def test_a_batch_that_does_not_split_evenly_is_refused_with_the_rule(four_devices):
     rule = "does not split evenly over the mesh's 4 devices (each device takes an equal share of every batch); " \
            "choose a multiple of 4"
