@@ -179,3 +179,36 @@ def test_a_schedule_spans_exactly_the_updates_fit_makes():
     result = fit(net, softmax_cross_entropy, optimizer, params, x, y, epochs=3, batch_size=5,
                  key=jax.random.PRNGKey(2))
     assert int(result.opt_state[0].count) == steps  # so a cosine schedule of `steps` ends at 0 on the last update
+
+
+class _InitOnly:
+    """An optimizer with ``init`` but no ``update``."""
+
+    def init(self, params):
+        return ()
+
+
+@pytest.mark.parametrize("call, kind, message", [
+    (lambda p: make_train_step(NET, "mse", optax.sgd(0.1)), TypeError,
+     "make_step: loss must be a Loss (forward, backward), e.g. pure_backprop.layers.softmax_cross_entropy, got str"),
+    (lambda p: make_train_step(NET, softmax_cross_entropy, _InitOnly()), TypeError,
+     "make_step: optimizer must be an optax.GradientTransformation, e.g. optax.sgd(0.1), got _InitOnly"),
+    (lambda p: make_evaluate(NET, softmax_cross_entropy, 4)(p, jnp.float32(1.0), jnp.zeros(4, jnp.int32)), ValueError,
+     "evaluate: x and targets need a leading sample axis, got shapes () and (4,)"),
+    (lambda p: make_evaluate(NET, softmax_cross_entropy, 4)(p, jnp.zeros((4, 5)), jnp.int32(1)), ValueError,
+     "evaluate: x and targets need a leading sample axis, got shapes (4, 5) and ()"),
+])
+def test_train_refuses_what_it_cannot_train_with_the_whole_message(call, kind, message):
+    params, _ = NET.init(jax.random.PRNGKey(0), (-1, 5))
+    with pytest.raises(kind) as e:
+        call(params)
+    assert str(e.value) == message
+
+
+def test_an_epoch_takes_a_batch_of_every_sample():
+    """``batch_size == len(x)``: one step over the whole (shuffled) set, not a refusal."""
+    params, _ = NET.init(jax.random.PRNGKey(0), (-1, 5))
+    x = jax.random.normal(jax.random.PRNGKey(1), (6, 5))
+    epoch = make_train_epoch(NET, softmax_cross_entropy, optax.sgd(0.1), 6)
+    _, _, losses = epoch(params, optax.sgd(0.1).init(params), jax.random.PRNGKey(2), x, jnp.arange(6) % 3)
+    assert losses.shape == (1,)
