@@ -195,7 +195,7 @@ def shuffle(key, n: int) -> jax.Array:
     high = jnp.uint32(0xFFFFFFFF ^ ((1 << b) - 1))
     position = jnp.arange(n, dtype=jnp.uint32)
     order = position
-    for k in (jax.random.split(key, rounds) if rounds > 1 else [key]):
+    for k in jax.random.split(key, rounds):
         packed = (jax.random.bits(k, (n,), jnp.uint32) & high) | position
         order = order[jnp.sort(packed) & low]
     return order.astype(jnp.int32)

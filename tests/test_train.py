@@ -212,3 +212,49 @@ def test_an_epoch_takes_a_batch_of_every_sample():
     epoch = make_train_epoch(NET, softmax_cross_entropy, optax.sgd(0.1), 6)
     _, _, losses = epoch(params, optax.sgd(0.1).init(params), jax.random.PRNGKey(2), x, jnp.arange(6) % 3)
     assert losses.shape == (1,)
+
+
+def test_fit_checkpoints_at_every_multiple_when_resumed_between_two():
+    """Resumed after epoch 1 with ``checkpoint_every=2``: the first call stops at epoch 2, not
+    at the end of a full ``epochs_per_call`` chunk, and every checkpoint is a run going on."""
+    params, _ = NET.init(jax.random.PRNGKey(0), (-1, 5))
+    x = jax.random.normal(jax.random.PRNGKey(1), (8, 5))
+    seen = []
+    result = fit(NET, softmax_cross_entropy, optax.sgd(0.1), params, x, jnp.arange(8) % 3, epochs=7, batch_size=4,
+                 key=jax.random.PRNGKey(2), start_epoch=1, checkpoint_every=2, epochs_per_call=3,
+                 on_checkpoint=lambda r: seen.append((r.history[-1]["epoch"], r.interrupted, r.diverged_epoch)))
+    assert seen == [(2, False, None), (4, False, None), (6, False, None)]
+    assert [h["epoch"] for h in result.history] == [2, 3, 4, 5, 6, 7]
+
+
+def test_fit_ends_on_ctrl_c_with_interrupted_true():
+    params, _ = NET.init(jax.random.PRNGKey(0), (-1, 5))
+    x = jax.random.normal(jax.random.PRNGKey(1), (8, 5))
+    polls = []
+
+    def should_stop():
+        polls.append(1)
+        if len(polls) == 2:
+            raise KeyboardInterrupt
+        return False
+
+    result = fit(NET, softmax_cross_entropy, optax.sgd(0.1), params, x, jnp.arange(8) % 3, epochs=4, batch_size=4,
+                 key=jax.random.PRNGKey(2), epochs_per_call=1, should_stop=should_stop)
+    assert result.interrupted is True and [h["epoch"] for h in result.history] == [1]
+
+
+def test_fit_takes_any_epoch_count_below_2_to_the_31():
+    params, _ = NET.init(jax.random.PRNGKey(0), (-1, 5))
+    x = jax.random.normal(jax.random.PRNGKey(1), (8, 5))
+    result = fit(NET, softmax_cross_entropy, optax.sgd(0.1), params, x, jnp.arange(8) % 3, epochs=2**31 - 1,
+                 batch_size=4, key=jax.random.PRNGKey(2), should_stop=lambda: True)  # validated, then stopped
+    assert result.interrupted and result.history == []
+
+
+def test_as_numpy_tree_names_each_leaf_by_its_path():
+    from pure_backprop.train import as_numpy_tree
+
+    tree = {"params": [{"W": jnp.ones((2, 3))}, ()], "opt": optax.adam(0.1).init({"W": jnp.ones(2)})}
+    arrays = as_numpy_tree(tree, "run")
+    assert sorted(arrays) == ["run/opt/0/count", "run/opt/0/mu/W", "run/opt/0/nu/W", "run/params/0/W"]
+    assert all(isinstance(a, np.ndarray) for a in arrays.values()) and arrays["run/params/0/W"].shape == (2, 3)
