@@ -258,3 +258,62 @@ def test_as_numpy_tree_names_each_leaf_by_its_path():
     arrays = as_numpy_tree(tree, "run")
     assert sorted(arrays) == ["run/opt/0/count", "run/opt/0/mu/W", "run/opt/0/nu/W", "run/params/0/W"]
     assert all(isinstance(a, np.ndarray) for a in arrays.values()) and arrays["run/params/0/W"].shape == (2, 3)
+
+
+def test_a_cosine_schedule_may_span_a_single_update():
+    schedule = learning_rate(0.1, "cosine", 1)
+    assert float(schedule(0)) == pytest.approx(0.1) and float(schedule(1)) == 0.0
+
+
+@pytest.mark.parametrize("limit, ahead", [("size", True), ("size - 1", False)])
+def test_an_epoch_that_fits_the_limit_warps_every_batch_before_its_scan(monkeypatch, limit, ahead):
+    """Up to ``_WARP_AHEAD_BYTES`` of warped batches (this one: 3 batches of 16 images of 64
+    float32 pixels) are warped in one vectorized pass before the scan, not one batch per step:
+    the scan's body then holds no warp (no ``cos``). The values are the same either way
+    (``tests/test_augment.py``); only the program shows it."""
+    import pure_backprop.train as train
+    from pure_backprop.augment import affine_augmenter
+
+    size = 4 * 3 * 16 * 64
+    monkeypatch.setattr(train, "_WARP_AHEAD_BYTES", size if limit == "size" else size - 1)
+    net, sgd = mlp((8,), 10), optax.sgd(0.1)
+    params, _ = net.init(jax.random.PRNGKey(0), (-1, 64))
+    x, y = jnp.zeros((48, 64), jnp.float32), jnp.arange(48) % 10
+    epoch = make_train_epoch(net, softmax_cross_entropy, sgd, 16, augment=affine_augmenter((8, 8)))
+    jaxpr = jax.make_jaxpr(epoch)(params, sgd.init(params), jax.random.PRNGKey(1), x, y)
+    text = str(jaxpr)
+    body = text[text.index("scan["):]  # the epoch's scan and what follows it
+    assert ("cos" not in body) == ahead and "cos" in text
+
+
+def test_evaluation_of_float32_data_stays_float32():
+    """With float64 enabled (as here) a padding of the default dtype would promote the batch."""
+    import re
+
+    params, _ = NET.init(jax.random.PRNGKey(0), (-1, 5), jnp.float32)
+    x = jnp.zeros((7, 5), jnp.float32)  # 7 samples, batches of 4: one row of padding
+    jaxpr = str(jax.make_jaxpr(make_evaluate(NET, softmax_cross_entropy, 4))(params, x, jnp.zeros(7, jnp.int32)))
+    assert not re.search(r"f64\[[0-9]", jaxpr)  # no float64 array (a weak-typed scalar literal is harmless)
+
+
+def test_compile_fit_compiles_the_program_that_fit_then_runs():
+    from pure_backprop import train
+
+    params, _ = NET.init(jax.random.PRNGKey(0), (-1, 5), jnp.float32)
+    x, y = jax.random.normal(jax.random.PRNGKey(1), (8, 5), jnp.float32), jnp.arange(8) % 3
+    args = (NET, softmax_cross_entropy, optax.sgd(0.1), params, x, y)
+    kwargs = dict(epochs=3, batch_size=4, key=jax.random.PRNGKey(2), evaluate_on={"train": (x, y)})
+    train.compile_fit(*args, **kwargs)
+    run = train._fit_program(*args[:3], x, y, 3, 4, kwargs["evaluate_on"], None, 0.0, None, 500)[0]
+    assert run._cache_size() == 1
+    result = train.fit(*args, **kwargs)
+    assert run._cache_size() == 1 and len(result.history) == 3
+
+
+def test_fit_reports_progress_in_twenty_calls_by_default():
+    params, _ = NET.init(jax.random.PRNGKey(0), (-1, 5))
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 5))
+    calls = []
+    fit(NET, softmax_cross_entropy, optax.sgd(0.1), params, x, jnp.arange(4) % 3, epochs=40, batch_size=4,
+        key=jax.random.PRNGKey(2), on_epochs=lambda records: calls.append(len(records)))
+    assert calls == [2] * 20
