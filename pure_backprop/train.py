@@ -149,13 +149,16 @@ def make_train_step(network: Layer | StatefulLayer, loss: Loss, optimizer: optax
     if mesh is None:
         return jax.jit(step)
     rep, dat = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    compiled = jax.jit(step, in_shardings=(rep,) * (4 if isinstance(network, StatefulLayer) else 2) + (dat,),
-                       out_shardings=rep)
+    layouts = (rep,) * (4 if isinstance(network, StatefulLayer) else 2) + (dat,)
+    compiled = jax.jit(step, in_shardings=layouts, out_shardings=rep)
 
     @functools.wraps(step)
-    def checked(*args):  # the rule for batch sizes before JAX places the batch (its message names no rule)
+    def checked(*args):
+        # the rule for batch sizes before JAX places the batch (its message names no rule), and
+        # arrays committed elsewhere (a computation's results) moved to the layouts: jit moves
+        # them to a replicated layout itself, but refuses them for a split one
         parallel.check_divides("train step", "a batch of", np.shape(args[-1][0])[0], mesh)
-        return compiled(*args)
+        return compiled(*jax.device_put(args, layouts))
 
     checked.lower = compiled.lower
     return checked

@@ -120,6 +120,26 @@ if __name__ == "__main__":
             "epoch": lambda: train.make_train_epoch(net, softmax_cross_entropy, sgd, 30, mesh=mesh),
             "evaluate": lambda: train.make_evaluate(net, softmax_cross_entropy, 30, mesh=mesh),
         }
+        # arrays committed to one device (as a computation's results are): each entry point
+        # moves them onto the mesh, none refuses them
+        one = jax.devices()[0]
+        p1, x1, y1 = jax.device_put((params, x, y), one)
+        committed = {
+            "step": lambda: train.make_train_step(net, softmax_cross_entropy, sgd, mesh=mesh)(
+                p1, jax.device_put(sgd.init(params), one), (x1[:32], y1[:32])),
+            "epoch": lambda: train.make_train_epoch(net, softmax_cross_entropy, sgd, 20, mesh=mesh)(
+                p1, jax.device_put(sgd.init(params), one), jax.device_put(jax.random.PRNGKey(0), one), x1, y1),
+            "evaluate": lambda: train.make_evaluate(net, softmax_cross_entropy, 20, mesh=mesh)(p1, x1, y1),
+            "fit": lambda: train.fit(net, softmax_cross_entropy, sgd, p1, x1, y1, epochs=1, batch_size=20,
+                                     eval_batch_size=20, key=jax.random.PRNGKey(0), mesh=mesh),
+        }
+        report["committed"] = {}
+        for name, call in committed.items():
+            try:
+                jax.block_until_ready(call())
+                report["committed"][name] = "ok"
+            except Exception as e:  # noqa: BLE001 - the test shows which entry point refused and why
+                report["committed"][name] = f"{type(e).__name__}: {e}"[:300]
         report["refused"] = {}
         for name, call in refused.items():
             try:

@@ -101,6 +101,10 @@ def test_each_device_computes_a_quarter_of_every_batch_in_every_program(four_dev
         assert quarter > 0 and quarter * 4 == work["one"][program], (program, quarter, work["one"][program])
 
 
+def test_arrays_committed_to_one_device_are_moved_onto_the_mesh(four_devices):
+    assert four_devices[1]["committed"] == {"step": "ok", "epoch": "ok", "evaluate": "ok", "fit": "ok"}
+
+
 def test_a_batch_that_does_not_split_evenly_is_refused_with_the_rule(four_devices):
     rule = "does not split evenly over the mesh's 4 devices (each device takes an equal share of every batch); " \
            "choose a multiple of 4"

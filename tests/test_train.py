@@ -317,3 +317,32 @@ def test_fit_reports_progress_in_twenty_calls_by_default():
     fit(NET, softmax_cross_entropy, optax.sgd(0.1), params, x, jnp.arange(4) % 3, epochs=40, batch_size=4,
         key=jax.random.PRNGKey(2), on_epochs=lambda records: calls.append(len(records)))
     assert calls == [2] * 20
+
+
+def test_the_step_hands_the_optimizer_the_parameters():
+    """AdamW's weight decay needs them (``update(grads, state, params)``)."""
+    params, _ = NET.init(jax.random.PRNGKey(0), (-1, 5))
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 5))
+    adamw = optax.adamw(0.1, weight_decay=0.5)
+    new, _, _ = make_train_step(NET, softmax_cross_entropy, adamw)(params, adamw.init(params), (x, jnp.arange(4) % 3))
+    _, grads = loss_and_grads(NET, softmax_cross_entropy, params, x, jnp.arange(4) % 3)
+    updates, _ = adamw.update(grads, adamw.init(params), params)
+    for a, b in zip(jax.tree_util.tree_leaves(new), jax.tree_util.tree_leaves(optax.apply_updates(params, updates))):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+@pytest.mark.parametrize("changes, kind, message", [
+    (dict(network="mlp"), TypeError, "fit: network must be a Layer or StatefulLayer, got str"),
+    (dict(optimizer=_InitOnly()), TypeError,
+     "fit: optimizer must be an optax.GradientTransformation, e.g. optax.sgd(0.1), got _InitOnly"),
+    (dict(epochs=True), ValueError, "fit: epochs must be a positive int below 2**31 (counted in int32), got True"),
+    (dict(epochs=2.0), ValueError, "fit: epochs must be a positive int below 2**31 (counted in int32), got 2.0"),
+    (dict(batch_size=16), ValueError, "fit: batch_size 16 exceeds the 8 training samples"),
+])
+def test_fit_refuses_bad_arguments_with_the_whole_message(changes, kind, message):
+    params, _ = NET.init(jax.random.PRNGKey(0), (-1, 5))
+    args = {**dict(network=NET, optimizer=optax.sgd(0.1), epochs=2, batch_size=4), **changes}
+    with pytest.raises(kind) as e:
+        fit(args["network"], softmax_cross_entropy, args["optimizer"], params, jnp.zeros((8, 5)), jnp.arange(8) % 3,
+            epochs=args["epochs"], batch_size=args["batch_size"], key=jax.random.PRNGKey(0))
+    assert str(e.value) == message
