@@ -310,13 +310,15 @@ def test_compile_fit_compiles_the_program_that_fit_then_runs():
     assert run._cache_size() == 1 and len(result.history) == 3
 
 
-def test_fit_reports_progress_in_twenty_calls_by_default():
+@pytest.mark.parametrize("epochs, chunks", [(40, [2] * 20), (20, [1] * 20), (21, [2] * 10 + [1])])
+def test_fit_reports_progress_in_twenty_calls_by_default(epochs, chunks):
+    """``ceil(epochs / 20)`` epochs per compiled call."""
     params, _ = NET.init(jax.random.PRNGKey(0), (-1, 5))
     x = jax.random.normal(jax.random.PRNGKey(1), (4, 5))
     calls = []
-    fit(NET, softmax_cross_entropy, optax.sgd(0.1), params, x, jnp.arange(4) % 3, epochs=40, batch_size=4,
+    fit(NET, softmax_cross_entropy, optax.sgd(0.1), params, x, jnp.arange(4) % 3, epochs=epochs, batch_size=4,
         key=jax.random.PRNGKey(2), on_epochs=lambda records: calls.append(len(records)))
-    assert calls == [2] * 20
+    assert calls == chunks
 
 
 def test_the_step_hands_the_optimizer_the_parameters():
@@ -346,3 +348,40 @@ def test_fit_refuses_bad_arguments_with_the_whole_message(changes, kind, message
         fit(args["network"], softmax_cross_entropy, args["optimizer"], params, jnp.zeros((8, 5)), jnp.arange(8) % 3,
             epochs=args["epochs"], batch_size=args["batch_size"], key=jax.random.PRNGKey(0))
     assert str(e.value) == message
+
+
+def test_the_shuffle_of_two_takes_both_orders():
+    from pure_backprop.train import shuffle
+
+    orders = {tuple(np.asarray(shuffle(jax.random.PRNGKey(seed), 2)).tolist()) for seed in range(20)}
+    assert orders == {(0, 1), (1, 0)}
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: make_train_epoch("net", softmax_cross_entropy, optax.sgd(0.1), 4),
+     "make_train_epoch: network must be a Layer or StatefulLayer, got str"),
+    (lambda: make_evaluate("net", softmax_cross_entropy, 4), "make_evaluate: network must be a Layer or StatefulLayer, got str"),
+    (lambda: make_evaluate(NET, "loss", 4), "make_evaluate: loss must be a Loss (forward, backward), e.g. "
+                                            "pure_backprop.layers.softmax_cross_entropy, got str"),
+])
+def test_the_epoch_and_evaluation_name_themselves_in_their_refusals(call, message):
+    with pytest.raises(TypeError) as e:
+        call()
+    assert str(e.value) == message
+
+
+class _Unhashable:
+    """An augmentation as a callable object that cannot be a cache key."""
+
+    __hash__ = None
+
+    def __call__(self, key, x):
+        return x
+
+
+def test_fit_takes_an_unhashable_augmentation():
+    params, _ = NET.init(jax.random.PRNGKey(0), (-1, 5))
+    x = jax.random.normal(jax.random.PRNGKey(1), (8, 5))
+    result = fit(NET, softmax_cross_entropy, optax.sgd(0.1), params, x, jnp.arange(8) % 3, epochs=2, batch_size=4,
+                 key=jax.random.PRNGKey(2), augment=_Unhashable())
+    assert [h["epoch"] for h in result.history] == [1, 2]
