@@ -75,7 +75,8 @@ def data_mesh(devices: int | Sequence | None = None) -> Mesh:
 
 
 def check_mesh(where: str, mesh) -> None:
-    if not isinstance(mesh, Mesh) or mesh.axis_names != (AXIS,):
+    """``None`` (no mesh: one device) or a data mesh."""
+    if mesh is not None and (not isinstance(mesh, Mesh) or mesh.axis_names != (AXIS,)):
         raise TypeError(f"{where}: mesh must be a jax.sharding.Mesh with the one axis {AXIS!r} "
                         f"(pure_backprop.parallel.data_mesh), got {mesh!r}")
 
@@ -95,6 +96,12 @@ def replicated(mesh) -> NamedSharding:
 def batch_sharded(mesh, axis: int = 0) -> NamedSharding:
     """Axis ``axis`` (the samples) split over the mesh's devices, the others whole."""
     return NamedSharding(mesh, PartitionSpec(*([None] * axis), AXIS))
+
+
+def whole_layouts(mesh) -> dict:
+    """``jax.jit``'s keyword arguments for a program whose inputs and outputs are all
+    replicated on ``mesh`` (none for ``None``: the one-device program)."""
+    return {} if mesh is None else dict(in_shardings=replicated(mesh), out_shardings=replicated(mesh))
 
 
 def replicate(tree, mesh):

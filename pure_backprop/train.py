@@ -87,11 +87,6 @@ def _check_batch_size(where, batch_size):
         raise ValueError(f"{where}: batch_size must be a positive int, got {batch_size!r}")
 
 
-def _check_mesh(where, mesh):
-    if mesh is not None:
-        parallel.check_mesh(where, mesh)
-
-
 def _check_data(where, x, targets, batch_size=None):
     """Same number of samples, at least one, and (for training) at least one whole batch."""
     n, m = jnp.shape(x)[0] if jnp.ndim(x) else None, jnp.shape(targets)[0] if jnp.ndim(targets) else None
@@ -113,7 +108,7 @@ def make_step(network: Layer | StatefulLayer, loss: Loss, optimizer: optax.Gradi
     the whole batch, are replicated: see ``pure_backprop.parallel``."""
     _check_network("make_step", network)
     _check_loss("make_step", loss, optimizer, check_optimizer=True)
-    _check_mesh("make_step", mesh)
+    parallel.check_mesh("make_step", mesh)
     stateful = lift(network)
 
     def step(params, state, opt_state, key, batch):
@@ -254,10 +249,10 @@ def make_train_epoch(network: Layer | StatefulLayer, loss: Loss, optimizer: opta
     See the module docstring for the two signatures."""
     _check_network("make_train_epoch", network)
     _check_batch_size("make_train_epoch", batch_size)
-    _check_mesh("make_train_epoch", mesh)
+    parallel.check_mesh("make_train_epoch", mesh)
     parallel.check_divides("make_train_epoch", "batch_size", batch_size, mesh)
     epoch = _epoch_fn(network, loss, optimizer, batch_size, augment, weight_decay, mesh)
-    layouts = {} if mesh is None else dict(in_shardings=parallel.replicated(mesh), out_shardings=parallel.replicated(mesh))
+    layouts = parallel.whole_layouts(mesh)
     if isinstance(network, StatefulLayer):
         return jax.jit(epoch, **layouts)
 
@@ -316,10 +311,10 @@ def make_evaluate(network: Layer | StatefulLayer, loss: Loss, batch_size: int, m
     _check_network("make_evaluate", network)
     _check_loss("make_evaluate", loss)
     _check_batch_size("make_evaluate", batch_size)
-    _check_mesh("make_evaluate", mesh)
+    parallel.check_mesh("make_evaluate", mesh)
     parallel.check_divides("make_evaluate", "batch_size", batch_size, mesh)
     evaluate = _evaluate_fn(network, loss, batch_size, mesh=mesh)
-    layouts = {} if mesh is None else dict(in_shardings=parallel.replicated(mesh), out_shardings=parallel.replicated(mesh))
+    layouts = parallel.whole_layouts(mesh)
     if isinstance(network, StatefulLayer):
         return jax.jit(evaluate, **layouts)
     return jax.jit(lambda params, x, labels: evaluate(params, (), x, labels), **layouts)
@@ -463,7 +458,7 @@ def _fit_program(network, loss, optimizer, x, labels, epochs, batch_size, evalua
     _check_loss("fit", loss, optimizer, check_optimizer=True)
     _check_batch_size("fit", batch_size)
     _check_batch_size("fit (eval_batch_size)", eval_batch_size)
-    _check_mesh("fit", mesh)
+    parallel.check_mesh("fit", mesh)
     parallel.check_divides("fit", "batch_size", batch_size, mesh)
     parallel.check_divides("fit", "eval_batch_size", eval_batch_size, mesh)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs < 2**31:
