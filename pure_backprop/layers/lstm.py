@@ -44,17 +44,21 @@ so their gradients sum over time (and batch) and are single products after the l
 
 Implementation. The forward ``lax.scan`` does one ``h @ Wh`` per step (the input projection
 of all steps is one product before it) and emits ``A_t``, ``h_t`` and ``c_t``, the residuals
-with ``xs`` and ``(h0, c0)``. The backward first computes, for all steps at once, every
-factor of the step that does not depend on the carried gradients::
+with ``xs`` and ``(h0, c0)``. The reverse ``lax.scan`` carries ``(dh, dc)``; each step forms
+the factors that do not depend on the carried gradients from its own ``A_t``, ``c_t`` and
+``c_{t-1}``::
 
     P_t = [c_{t-1} * f * f_n,  (i * s_g) * s_g,  g * i * i_n,  tanh(c_t) * o * o_n]   # (N, 4H)
     q_t = o * s_c,   s_c = sech(c_t)
 
-(``x_n`` is ``sigmoid(-A_x)``, ``s_g = sech(A_g)``). The reverse ``lax.scan`` then carries
-``(dh, dc)`` with one matmul per step::
+(``x_n`` is ``sigmoid(-A_x)``, ``s_g = sech(A_g)``), then does one matmul::
 
     dh += dhs[t];   ds = dc + (dh * q_t) * s_c
     dA_t = [ds, ds, ds, dh] * P_t;   dh, dc = dA_t @ Wh.T, ds * f
+
+Forming the factors inside the step, where ``A_t`` is already in cache, is faster than forming
+them for all steps before the scan and reading them back (``benchmarks/lstm_speed.py``), and
+gives the same numbers.
 
 Numerics. No derivative factor is formed by a subtraction: ``sigmoid'`` is ``sigmoid(a) *
 sigmoid(-a)``, both from ``e = exp(-|a|)`` (``1 - sigmoid(a)`` would keep 3 digits at
@@ -122,25 +126,24 @@ def lstm(hidden: int, w_init=None, b_init=None) -> Layer:
         _check_state("lstm", "dcT", dcT, *h0.shape)
         H = h0.shape[1]
 
-        # every factor that does not depend on the carried gradients, for all steps at once
-        s, s_neg = _sigmoid_pair(A)
-        f, i, o = s[..., :H], s[..., 2 * H:3 * H], s[..., 3 * H:]
-        A_g = A[..., H:2 * H]
-        s_g, s_c = _sech(A_g), _sech(cs_tm)
-        P = jnp.concatenate([_previous(c0, cs_tm) * f * s_neg[..., :H], (i * s_g) * s_g,
-                             _tanh(A_g) * i * s_neg[..., 2 * H:3 * H], _tanh(cs_tm) * o * s_neg[..., 3 * H:]], axis=-1)
-        q = o * s_c
         WhT = Wh.T
 
         def step(carry, inputs):
             dh, dc = carry
-            dh_t, P_t, q_t, s_c_t, f_t = inputs
+            dh_t, A_t, c_t, c_prev = inputs
+            s, s_neg = _sigmoid_pair(A_t)  # the factors of step t, none depending on (dh, dc)
+            f, i, o = s[:, :H], s[:, 2 * H:3 * H], s[:, 3 * H:]
+            A_g = A_t[:, H:2 * H]
+            s_g, s_c = _sech(A_g), _sech(c_t)
             dh = dh + dh_t
-            ds = dc + (dh * q_t) * s_c_t
-            dA = jnp.concatenate([ds, ds, ds, dh], axis=1) * P_t
-            return (dA @ WhT, ds * f_t), dA
+            ds = dc + (dh * (o * s_c)) * s_c
+            dA = jnp.concatenate([ds * (c_prev * f * s_neg[:, :H]), ds * ((i * s_g) * s_g),
+                                  ds * (_tanh(A_g) * i * s_neg[:, 2 * H:3 * H]),
+                                  dh * (_tanh(c_t) * o * s_neg[:, 3 * H:])], axis=1)
+            return (dA @ WhT, ds * f), dA
 
-        dstate0, dA = lax.scan(step, _carried((dhT, dcT), dhs_tm, P, Wh), (dhs_tm, P, q, s_c, f), reverse=True)
+        dstate0, dA = lax.scan(step, _carried((dhT, dcT), dhs_tm, A, Wh), (dhs_tm, A, cs_tm, _previous(c0, cs_tm)),
+                               reverse=True)
         dWx, db, dxs = _input_grads(xs_tm, dA, Wx)
         dWh = _flat(_previous(h0, hs_tm)).T @ _flat(dA)
         return {"Wx": dWx, "Wh": dWh, "b": db}, (dxs, dstate0)
