@@ -260,6 +260,24 @@ def test_as_numpy_tree_names_each_leaf_by_its_path():
     assert all(isinstance(a, np.ndarray) for a in arrays.values()) and arrays["run/params/0/W"].shape == (2, 3)
 
 
+class _Pair:
+    """A pytree whose path entries are plain strings (``register_pytree_with_keys`` takes any)."""
+
+    def __init__(self, left, right):
+        self.left, self.right = left, right
+
+
+jax.tree_util.register_pytree_with_keys(_Pair, lambda p: ((("left", p.left), ("right", p.right)), None),
+                                        lambda _, children: _Pair(*children))
+
+
+def test_as_numpy_tree_names_a_leaf_by_any_path_entry():
+    from pure_backprop.train import as_numpy_tree
+
+    arrays = as_numpy_tree({"pair": _Pair(jnp.ones(2), jnp.zeros(3))}, "run")
+    assert sorted(arrays) == ["run/pair/left", "run/pair/right"] and arrays["run/pair/right"].shape == (3,)
+
+
 def test_a_cosine_schedule_may_span_a_single_update():
     schedule = learning_rate(0.1, "cosine", 1)
     assert float(schedule(0)) == pytest.approx(0.1) and float(schedule(1)) == 0.0
@@ -308,6 +326,47 @@ def test_compile_fit_compiles_the_program_that_fit_then_runs():
     assert run._cache_size() == 1
     result = train.fit(*args, **kwargs)
     assert run._cache_size() == 1 and len(result.history) == 3
+
+
+def _negate_batch(key, xb):
+    """An augmentation that records each batch it is given (a host callback runs only when the
+    epoch that holds it runs)."""
+    jax.debug.callback(lambda: _AUGMENTED.append(1))
+    return -xb
+
+
+_AUGMENTED = []
+
+
+def test_compile_fit_with_an_augmentation_compiles_fits_program_and_trains_nothing():
+    from pure_backprop import train
+
+    params, _ = NET.init(jax.random.PRNGKey(0), (-1, 5), jnp.float32)
+    x, y = jax.random.normal(jax.random.PRNGKey(1), (8, 5), jnp.float32), jnp.arange(8) % 3
+    args = (NET, softmax_cross_entropy, optax.sgd(0.1), params, x, y)
+    kwargs = dict(epochs=2, batch_size=4, key=jax.random.PRNGKey(2), augment=_negate_batch)
+    _AUGMENTED.clear()
+    train.compile_fit(*args, **kwargs)
+    jax.effects_barrier()
+    assert _AUGMENTED == []  # every epoch slot skipped: not one batch augmented
+    run = train._fit_program(*args[:3], x, y, 2, 4, None, _negate_batch, 0.0, None, 500)[0]
+    assert run._cache_size() == 1
+    train.fit(*args, **kwargs)
+    jax.effects_barrier()
+    assert run._cache_size() == 1 and _AUGMENTED  # the epochs that ran augmented their batches
+
+
+@pytest.mark.parametrize("epochs, every, expected", [(6, 2, [2, 4]), (4, 1, [1, 2, 3])])
+def test_fit_checkpoints_before_the_last_epoch_only(epochs, every, expected):
+    """The last epoch ends the run (its caller saves the finished run), so a multiple of
+    ``checkpoint_every`` that is the last epoch is no checkpoint; every epoch is a multiple of 1."""
+    params, _ = NET.init(jax.random.PRNGKey(0), (-1, 5))
+    x = jax.random.normal(jax.random.PRNGKey(1), (8, 5))
+    seen = []
+    fit(NET, softmax_cross_entropy, optax.sgd(0.1), params, x, jnp.arange(8) % 3, epochs=epochs, batch_size=4,
+        key=jax.random.PRNGKey(2), checkpoint_every=every, epochs_per_call=3,
+        on_checkpoint=lambda r: seen.append(r.history[-1]["epoch"]))
+    assert seen == expected
 
 
 @pytest.mark.parametrize("epochs, chunks", [(40, [2] * 20), (20, [1] * 20), (21, [2] * 10 + [1])])
