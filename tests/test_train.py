@@ -136,6 +136,30 @@ def test_shuffle_is_a_seeded_permutation(n):
         assert not np.array_equal(order, shuffle(jax.random.PRNGKey(1), n))
 
 
+@pytest.mark.parametrize("n, rounds", [(2, 1), (1000, 2), (100_000, 4), (1_000_000, 5)])
+def test_shuffle_sorts_in_as_many_rounds_as_jax_permutation(n, rounds):
+    """``ceil(3 ln n / ((32 - b) ln 2))`` rounds with ``b = bit_length(n - 1)`` position bits
+    (1000: b = 10, 22 random bits, 1.36 -> 2; 100,000: 17 and 15, 3.32 -> 4; 1,000,000: 20 and
+    12, 4.98 -> 5), each round one sort of one array."""
+    from pure_backprop.train import shuffle
+
+    def sorts(jaxpr):  # sort equations, counted inside every call they are in
+        inner = [v.jaxpr if hasattr(v, "jaxpr") else v for e in jaxpr.eqns for v in e.params.values()]
+        return sum(e.primitive.name == "sort" for e in jaxpr.eqns) + sum(sorts(j) for j in inner if hasattr(j, "eqns"))
+
+    assert sorts(jax.make_jaxpr(lambda k: shuffle(k, n))(jax.random.PRNGKey(0)).jaxpr) == rounds
+
+
+def test_shuffle_is_jax_permutation_from_fewer_than_twelve_random_bits():
+    """``n = 2**20``: 20 position bits and 12 random ones, still the packed sort; one more
+    element leaves 11 random bits, and the shuffle is ``jax.random.permutation``."""
+    from pure_backprop.train import shuffle
+
+    key = jax.random.PRNGKey(0)
+    assert not np.array_equal(shuffle(key, 2**20), jax.random.permutation(key, 2**20))
+    np.testing.assert_array_equal(shuffle(key, 2**20 + 1), jax.random.permutation(key, 2**20 + 1))
+
+
 def test_shuffle_draws_every_order_equally_often():
     """All 24 orders of 4 elements over 48,000 keys: a chi-square test at the 0.1 % level
     (23 degrees of freedom: 49.7); and each element's mean position in a larger shuffle."""
