@@ -365,49 +365,65 @@ def test_truncated_bptt_refuses_what_is_not_a_recurrent_layer():
 
 # --- errors ------------------------------------------------------------------------------------
 
+def _raises_whole(message, fn, *args):
+    """``fn(*args)`` raises a ValueError whose text is ``message``, all of it."""
+    with pytest.raises(ValueError) as e:
+        fn(*args)
+    assert str(e.value) == message
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_bad_inputs_raise_naming_the_layer_the_argument_and_the_shapes(name):
     layer = layer_of(name, H)
     params, (xs, state) = draw(name, N, 2, D, H)
     forward = layer.forward
+    k = LAYERS[name][2]
+    kH = k * H
+    pair = "(xs, (h0, c0))" if name == "lstm" else "(xs, h0)"
     cases = [
-        ((xs[0], state), rf"{name}: xs must have 3 axes, got shape \(2, 3\) \(N, T, D\)"),
-        ((jnp.ones((N, 2, D + 1)), state), rf"{name}: xs has 4 features but Wx expects 3 \(xs.shape=\(2, 2, 4\)"),
-        ((jnp.ones((N, 0, D)), state), rf"{name}: xs has no time steps \(T = 0"),
-        ((jnp.ones((0, 2, D)), state), rf"{name}: xs is an empty batch"),
-        ((xs, state, state), rf"{name}: x must be a pair \(xs, "),
-        ((xs, tree_map(lambda s: s[:1], state)), rf"{name}: h0 shape \(1, 4\) does not match \(N, H\) = \(2, 4\)"),
+        ((xs[0], state), f"{name}: xs must have 3 axes, got shape (2, 3) (N, T, D): batch, time, features"),
+        ((jnp.ones((N, 2, D + 1)), state),
+         f"{name}: xs has 4 features but Wx expects 3 (xs.shape=(2, 2, 4), Wx.shape=(3, {kH}))"),
+        ((jnp.ones((N, 0, D)), state),
+         f"{name}: xs has no time steps (T = 0, xs.shape=(2, 0, 3)); give a sequence of at least one step"),
+        ((jnp.ones((0, 2, D)), state), f"{name}: xs is an empty batch (xs.shape=(0, 2, 3)); give at least one sequence"),
+        ((xs, state, state), f"{name}: x must be a pair {pair}, got a 3-tuple"),
+        ((xs, tree_map(lambda s: s[:1], state)), f"{name}: h0 shape (1, 4) does not match (N, H) = (2, 4)"),
     ]
     if name == "lstm":
-        cases.append(((xs, state[0]), r"lstm: state0 must be a pair \(h0, c0\)"))
-        cases.append(((xs, (state[0], state[1][:, :3])), r"lstm: c0 shape \(2, 3\) does not match \(N, H\) = \(2, 4\)"))
+        cases.append(((xs, state[0]), "lstm: state0 must be a pair (h0, c0), got ArrayImpl"))
+        cases.append(((xs, (state[0], state[1][:, :3])), "lstm: c0 shape (2, 3) does not match (N, H) = (2, 4)"))
     for x, message in cases:
-        with pytest.raises(ValueError, match=message):
-            forward(params, x)
+        _raises_whole(message, forward, params, x)
     with pytest.raises(ValueError, match=rf"{name}: xs has no time steps"):
         jax.jit(forward)(params, (jnp.ones((N, 0, D)), state))  # under jit: at trace time
 
-    k = LAYERS[name][2]
+    times = f"{k}H" if k > 1 else "H"
     bad_params = [
-        ({"Wx": params["Wx"], "Wh": params["Wh"]}, rf"{name}: params must be a dict with keys \['Wh', 'Wx', 'b'\]"),
-        ({**params, "Wh": params["Wh"][:, :-1]}, rf"{name}: Wh must have shape \(H, {k if k > 1 else ''}H\)"),
-        ({**params, "Wx": params["Wx"][:, 1:]}, rf"{name}: Wx shape \(3, {k * H - 1}\) does not match Wh shape"),
-        ({**params, "b": params["b"][:-1]}, rf"{name}: b shape \({k * H - 1},\) does not match Wh shape"),
+        ({"Wx": params["Wx"], "Wh": params["Wh"]}, f"{name}: params must be a dict with keys ['Wh', 'Wx', 'b'], got "
+                                                   "['Wh', 'Wx']"),
+        ([params["Wx"]], f"{name}: params must be a dict with keys ['Wh', 'Wx', 'b'], got list"),
+        ({**params, "Wh": params["Wh"][:, :-1]}, f"{name}: Wh must have shape (H, {times}), got (4, {kH - 1})"),
+        ({**params, "Wx": params["Wx"][:, 1:]},
+         f"{name}: Wx shape (3, {kH - 1}) does not match Wh shape (4, {kH}); expected (D, {kH})"),
+        ({**params, "b": params["b"][:-1]}, f"{name}: b shape ({kH - 1},) does not match Wh shape (4, {kH}); "
+                                            f"expected ({kH},)"),
+        ({**params, "Wx": params["Wx"][0]}, f"{name}: Wx must have 2 axes, got shape ({kH},)"),
+        ({**params, "Wh": params["Wh"][None]}, f"{name}: Wh must have 2 axes, got shape (1, 4, {kH})"),
     ]
     for p, message in bad_params:
-        with pytest.raises(ValueError, match=message):
-            forward(p, (xs, state))
+        _raises_whole(message, forward, p, (xs, state))
 
     y, residuals = jax.eval_shape(forward, params, (xs, state))
     dhs, dstate = tree_map(jnp.zeros_like, y)
-    with pytest.raises(ValueError, match=rf"{name}: dhs shape \(2, 1, 4\) does not match hs shape \(2, 2, 4\)"):
-        layer.backward(params, residuals, (dhs[:, :1], dstate))
-    with pytest.raises(ValueError, match=rf"{name}: dy must be a pair \(dhs, "):
-        layer.backward(params, residuals, dhs)
+    _raises_whole(f"{name}: dhs shape (2, 1, 4) does not match hs shape (2, 2, 4)",
+                  layer.backward, params, residuals, (dhs[:, :1], dstate))
+    dy_pair = "(dhs, (dhT, dcT))" if name == "lstm" else "(dhs, dhT)"
+    _raises_whole(f"{name}: dy must be a pair {dy_pair}, got ArrayImpl", layer.backward, params, residuals, dhs)
     arg = "dhT" if name != "lstm" else "dcT"
     bad_state = dstate[:, :3] if name != "lstm" else (dstate[0], dstate[1][:, :3])
-    with pytest.raises(ValueError, match=rf"{name}: {arg} shape \(2, 3\) does not match \(N, H\) = \(2, 4\)"):
-        layer.backward(params, residuals, (dhs, bad_state))
+    _raises_whole(f"{name}: {arg} shape (2, 3) does not match (N, H) = (2, 4)",
+                  layer.backward, params, residuals, (dhs, bad_state))
 
 
 @pytest.mark.parametrize("factory", [rnn, lstm, gru])
@@ -416,7 +432,11 @@ def test_hidden_and_in_shape_are_checked(factory):
     for hidden in (0, -1, 2.0, True, None):
         with pytest.raises(ValueError, match=rf"{name}: hidden must be a positive int"):
             factory(hidden)
+    assert factory(1).init(jax.random.PRNGKey(0), (2, 5, 4))[0]["Wh"].shape[0] == 1  # one unit is a layer
     layer = factory(3)
+    for in_shape in ("abc", ((2, 5, 4),), ((2, 5, 4), (2, 3), (2, 3))):
+        _raises_whole(f"{name}: in_shape must be (N, T, D) or ((N, T, D), state shape), got {in_shape!r}",
+                      layer.init, jax.random.PRNGKey(0), in_shape)
     with pytest.raises(ValueError, match=rf"{name}: in_shape must be \(N, T, D\) with N, T, D >= 1, got \(2, 0, 4\)"):
         layer.init(jax.random.PRNGKey(0), (2, 0, 4))
     with pytest.raises(ValueError, match=rf"{name}: in_shape must be \(N, T, D\) with"):
@@ -506,6 +526,27 @@ def test_each_cell_rnn_lstm_gru_inits_with_its_initializers_in_the_dtype_asked_f
     params, _ = layer.init(jax.random.PRNGKey(0), (2, 4, 5), jnp.bfloat16)
     assert {k: (v.dtype, float(v.ravel()[0])) for k, v in params.items()} == {
         "Wx": (jnp.bfloat16, 0.5), "Wh": (jnp.bfloat16, 0.5), "b": (jnp.bfloat16, 0.25)}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_cell_rnn_lstm_gru_hands_each_initializer_its_own_key(name):
+    """A random bias initializer gets a key (neither the weights' nor none), and the same key
+    gives the same parameters."""
+    make = LAYERS[name][0]
+    layer = make(3, w_init=jax.nn.initializers.normal(1.0), b_init=jax.nn.initializers.normal(1.0))
+    params, _ = layer.init(jax.random.PRNGKey(0), (2, 4, 5))
+    b = params["b"]
+    assert b.shape == (LAYERS[name][2] * 3,) and len(set(np.asarray(b).tolist())) == b.size
+    assert not np.array_equal(b, params["Wx"][0]) and not np.array_equal(b, params["Wh"][0])
+    assert all(np.array_equal(u, v) for u, v in zip(params.values(), layer.init(jax.random.PRNGKey(0), (2, 4, 5))[0].values()))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_cell_rnn_lstm_gru_takes_in_shape_as_lists(name):
+    """``in_shape`` written with lists (as read from JSON) is the same shape as with tuples."""
+    state = [[2, 3], [2, 3]] if name == "lstm" else [2, 3]
+    expected = ((2, 5, 3), ((2, 3), (2, 3)) if name == "lstm" else (2, 3))
+    assert LAYERS[name][0](3).init(jax.random.PRNGKey(0), [[2, 5, 4], state])[1] == expected
 
 
 @pytest.mark.parametrize("name", NAMES)
