@@ -529,6 +529,13 @@ def test_each_cell_rnn_lstm_gru_inits_with_its_initializers_in_the_dtype_asked_f
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_each_reference_cell_keeps_float32_in_float32_with_x64_on(name):
+    params, (xs, state) = draw(name, N, 2, D, H)
+    params, xs, state = tree_map(lambda a: a.astype(jnp.float32), (params, xs, state))
+    assert {a.dtype for a in jax.tree_util.tree_leaves(LAYERS[name][1](params, (xs, state)))} == {jnp.dtype("float32")}
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_each_cell_rnn_lstm_gru_hands_each_initializer_its_own_key(name):
     """A random bias initializer gets a key (neither the weights' nor none), and the same key
     gives the same parameters."""
