@@ -350,3 +350,30 @@ def test_seq2seq_decoding_in_batches_compiles_one_program_of_the_batch_asked_for
     assert run._cache_size() == 1  # the same program: batch 2 again
     train_seq2seq.decode_answers(net, params, task.x_val[:5], task.vocab, 4, batch=3)  # a last batch of 2 rows
     assert run._cache_size() == 2
+
+
+def _refuses(message, call):
+    with pytest.raises(ValueError) as e:
+        call()
+    assert str(e.value) == message
+
+
+def test_language_model_refuses_an_unknown_cell_and_a_tie_of_unequal_sizes():
+    _refuses("language_model: cell must be one of ['gru', 'lstm', 'rnn'], got 'lsmt'",
+             lambda: language_model(10, cell="lsmt"))
+    _refuses("language_model: tie=True shares the embedding table with the output layer, so embed must equal hidden, "
+             "got embed=8, hidden=16", lambda: language_model(10, 8, 16, tie=True))
+    assert language_model(10, 16, 16, tie=True) is not None
+
+
+def test_seq2seq_refuses_an_unknown_decoder_and_batches_of_two_sizes():
+    _refuses("seq2seq: decoder must be one of ['plain', 'peeky', 'attention'], got 'attn'",
+             lambda: seq2seq(10, decoder="attn"))
+    _refuses("seq2seq: questions and decoder inputs must have the same batch, got shapes (2, 3) and (3, 4)",
+             lambda: seq2seq(10).init(jax.random.PRNGKey(0), ((2, 3), (3, 4))))
+
+
+@pytest.mark.parametrize("in_shape", [(2, 3), ((2, 3), (2, 4, 1)), ((2, 3),), "ab"])
+def test_seq2seq_refuses_in_shapes_that_are_not_two_batches_of_ids(in_shape):
+    _refuses(f"seq2seq: in_shape must be ((N, S), (N, T)), the questions' and the decoder inputs' shapes, got {in_shape!r}",
+             lambda: seq2seq(10).init(jax.random.PRNGKey(0), in_shape))
