@@ -6,6 +6,7 @@ and finite differences at random inputs; these tests aim at what random inputs r
 """
 
 import math
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -381,6 +382,21 @@ _MASK_KIND = ("mask must be a boolean array (True at real encoder positions, Fal
      "weight_sum: dc shape (1, 3) does not match the context shape (2, 3)"),
     (lambda hs, h: attention_weight_backward(attention_weight_forward(hs, h)[1], h),
      "attention_weight: da shape (2, 3) does not match the weights shape (2, 4)"),
+    (lambda hs, h: attention_forward(hs, h[:, :, None]), "attention: h must have 2 axes, got shape (2, 3, 1) (N, H)"),
+    (lambda hs, h: attention_forward(hs[:, :0], h),
+     "attention: hs has no encoder position (shape (2, 0, 3)); give S >= 1"),
+    (lambda hs, h: attention_weight_forward(hs, h, MASK[:2, :3]),
+     "attention_weight: mask shape (2, 3) does not match hs shape (2, 4, 3); expected (N, S) = (2, 4)"),
+    (lambda hs, h: weight_sum_forward(hs[0], h),
+     "weight_sum: hs must have 3 axes, got shape (4, 3) (N, S, H): N sequences of S encoder states of H features"),
+    (lambda hs, h: weight_sum_forward(hs, hs[0, :, 0]),
+     "weight_sum: a must have 2 axes, got shape (4,) (N, S): one weight per encoder position"),
+    (lambda hs, h: weight_sum_forward(hs.astype(jnp.int32), hs[:, :, 0]),
+     "weight_sum: hs must have a floating-point dtype, got int32; convert with hs.astype(jnp.float32)"),
+    (lambda hs, h: time_attention_forward(hs[0], h[:, None]),
+     "time_attention: hs_enc must have 3 axes, got shape (4, 3) (N, S, H): N sequences of S encoder states"),
+    (lambda hs, h: time_attention_forward(hs, h),
+     "time_attention: hs_dec must have 3 axes, got shape (2, 3) (N, T, H): N sequences of T decoder states"),
 ], ids=lambda v: "" if callable(v) else v[:40])
 def test_error_messages(call, message, jit):
     """Each refusal, its whole message."""
@@ -404,7 +420,12 @@ def test_layer_errors():
          "weight_sum: a shape (2, 3) does not match hs shape (2, 4, 3); expected (N, S) = (2, 4)"),
         (lambda: mask_from_lengths(jnp.ones((2, 2), jnp.int32), 3),
          "mask_from_lengths: lengths must have 1 axes, got shape (2, 2) (N,): one length per sequence"),
+        (lambda: weight_sum.init(jax.random.PRNGKey(0), (2, 4, 3)),
+         "weight_sum: x must be a pair (a, b) of arrays, got tuple"),
     ]
+    for half_an_array in (SimpleNamespace(shape=(2, 4)), SimpleNamespace(dtype=jnp.bool_)):  # both are needed
+        cases.append((lambda m=half_an_array: attention(m), "attention: mask must be a boolean array of shape (N, S), got "
+                      "a SimpleNamespace; wrap it in jnp.asarray(...)"))
     for call, message in cases:
         with pytest.raises(ValueError) as e:
             call()
