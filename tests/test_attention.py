@@ -166,6 +166,24 @@ def test_padding_changes_nothing_in_one_step_attention():
     assert np.all(np.asarray(dhs3)[~np.asarray(MASK)] == 0.0)
 
 
+def test_masked_one_step_attention_equals_its_reference_and_keeps_zeroed_padding():
+    """``attention_weight(mask)`` and ``attention(mask)`` (MASK: a full row, a half row, an empty
+    row) against the references' forwards and ``jax.vjp``; the residuals hold the states with
+    every padded one set to 0 (they enter the backward's products)."""
+    hs, h = _draw(4, (3, 4, 3), (3, 3))
+    hs = jnp.where(MASK[:, :, None], hs, jnp.nan)  # padding that must never be read
+    for hand, reference in ((attention_weight(MASK), ref.attention_weight(MASK)), (attention(MASK), ref.attention(MASK))):
+        y, residuals = hand.forward((), (hs, h))
+        states = getattr(residuals, "attention_weight", residuals).hs  # attention's are attention_weight's
+        np.testing.assert_array_equal(states, jnp.where(MASK[:, :, None], hs, 0.0))
+        clean = jnp.where(MASK[:, :, None], hs, 0.0)
+        expected, vjp = jax.vjp(lambda a, b: reference((), (a, b)), clean, h)
+        np.testing.assert_allclose(y, expected, rtol=1e-13, atol=1e-15)
+        dy = _draw(5, y.shape)[0]
+        (dhs, dh), (e_hs, e_h) = hand.backward((), residuals, dy)[1], vjp(dy)
+        assert _rel(dhs, jnp.where(MASK[:, :, None], e_hs, 0.0)) <= 1e-12 and _rel(dh, e_h) <= 1e-12
+
+
 def test_a_fully_masked_row_gives_zeros_and_leaves_the_others_alone():
     hs_enc, hs_dec, dc = _draw(3, (3, 4, 3), (3, 2, 3), (3, 2, 3))
     y, weights, (dhs_enc, dhs_dec) = _time_hand(hs_enc, hs_dec, MASK, dc)
