@@ -377,3 +377,24 @@ def test_seq2seq_refuses_an_unknown_decoder_and_batches_of_two_sizes():
 def test_seq2seq_refuses_in_shapes_that_are_not_two_batches_of_ids(in_shape):
     _refuses(f"seq2seq: in_shape must be ((N, S), (N, T)), the questions' and the decoder inputs' shapes, got {in_shape!r}",
              lambda: seq2seq(10).init(jax.random.PRNGKey(0), in_shape))
+
+
+def test_language_model_defaults_and_its_initialization():
+    """Embedding 64 and hidden 256 by default, the table a standard normal (``EMBED_INIT``, not
+    the book's 0.01) unless ``embed_init`` is given, every parameter in the dtype asked for."""
+    shapes = jax.eval_shape(lambda k: language_model(10).init(k, (2, 3))[0], jax.random.PRNGKey(0))
+    assert shapes["embed"]["W"].shape == (10, 64) and shapes["cell"]["Wh"].shape == (256, 1024)
+    params, _, _ = language_model(100, 32, 8).init(jax.random.PRNGKey(0), (2, 3), jnp.float64)
+    assert abs(float(jnp.std(params["embed"]["W"])) - 1) < 0.1  # 3,200 draws of a standard normal
+    assert {a.dtype for a in jax.tree_util.tree_leaves(params)} == {jnp.dtype("float64")}
+    given = language_model(10, 4, 8, embed_init=jax.nn.initializers.constant(0.5))
+    np.testing.assert_array_equal(given.init(jax.random.PRNGKey(0), (2, 3))[0]["embed"]["W"], 0.5)
+
+
+def test_language_model_refuses_a_train_flag_that_is_not_a_python_bool():
+    net = language_model(10, 4, 4)
+    params, state, _ = net.init(jax.random.PRNGKey(0), (2, 3))
+    with pytest.raises(TypeError) as e:
+        net.forward(params, state, jnp.zeros((2, 3), jnp.int32), None, 1)
+    assert str(e.value) == ("language_model: train must be a Python bool (True for batch statistics and dropout, False "
+                            "for inference), got int; under jax.jit mark it static")
