@@ -398,3 +398,38 @@ def test_language_model_refuses_a_train_flag_that_is_not_a_python_bool():
         net.forward(params, state, jnp.zeros((2, 3), jnp.int32), None, 1)
     assert str(e.value) == ("language_model: train must be a Python bool (True for batch statistics and dropout, False "
                             "for inference), got int; under jax.jit mark it static")
+
+
+def test_seq2seq_defaults_and_its_initialization():
+    """Embedding 16 and LSTMs of 128 by default; both tables standard normals unless
+    ``embed_init`` is given, both LSTMs from ``w_init`` when it is, every part from its own key
+    (the plain decoder's LSTM has the encoder's shapes, not its weights), in the dtype asked for."""
+    shapes = jax.eval_shape(lambda k: seq2seq(10).init(k, ((2, 3), (2, 4)))[0], jax.random.PRNGKey(0))
+    assert shapes["enc_embed"]["W"].shape == (10, 16) and shapes["encoder"]["Wh"].shape == (128, 512)
+    params, _ = seq2seq(100, 32, 8, "plain").init(jax.random.PRNGKey(0), ((2, 3), (2, 4)), jnp.float64)
+    assert {a.dtype for a in jax.tree_util.tree_leaves(params)} == {jnp.dtype("float64")}
+    for table in ("enc_embed", "dec_embed"):
+        assert abs(float(jnp.std(params[table]["W"])) - 1) < 0.1  # 3,200 draws of a standard normal
+    assert not np.array_equal(params["encoder"]["Wx"], params["decoder"]["Wx"])
+    given = seq2seq(10, 4, 8, "plain", embed_init=jax.nn.initializers.constant(0.5),
+                    w_init=jax.nn.initializers.constant(0.25)).init(jax.random.PRNGKey(0), ((2, 3), (2, 4)))[0]
+    for table in ("enc_embed", "dec_embed"):
+        np.testing.assert_array_equal(given[table]["W"], 0.5)
+    for cell in ("encoder", "decoder"):
+        np.testing.assert_array_equal(given[cell]["Wx"], 0.25)
+
+
+def test_seq2seq_refuses_an_input_that_is_not_a_pair():
+    net = seq2seq(10, 4, 8)
+    params, _ = net.init(jax.random.PRNGKey(0), ((2, 3), (2, 4)))
+    _refuses("seq2seq: x must be a pair (a, b) of arrays, got ArrayImpl",
+             lambda: net.forward(params, jnp.zeros((2, 3), jnp.int32)))
+
+
+@pytest.mark.parametrize("decoder", ["plain", "attention"])
+def test_seq2seq_keeps_float32_gradients_in_float32_with_x64_on(decoder):
+    net = seq2seq(10, 4, 8, decoder)
+    params, _ = net.init(jax.random.PRNGKey(0), ((2, 3), (2, 4)))
+    ids = jnp.zeros((2, 3), jnp.int32), jnp.ones((2, 4), jnp.int32)
+    _, grads = loss_and_grads(net, xent, params, ids, jnp.ones((2, 4), jnp.int32))
+    assert {a.dtype for a in jax.tree_util.tree_leaves(grads)} == {jnp.dtype("float32")}
