@@ -152,8 +152,8 @@ def test_greedy_decoding_feeds_back_its_own_most_likely_character():
                             jnp.asarray(inputs))
     assert weights.shape == (3, 10, 29)
     np.testing.assert_allclose(np.asarray(weights).sum(-1), 1.0, rtol=1e-6)
-    with pytest.raises(ValueError, match="attention_map: the network has no attention"):
-        attention_map(net, params, q, jnp.asarray(inputs))
+    _refuses("attention_map: the network has no attention (decoder 'plain' or 'peeky')",
+             lambda: attention_map(net, params, q, jnp.asarray(inputs)))
 
 
 def test_fit_seq2seq_learns_and_scores_exact_matches_of_whole_answers(monkeypatch):
@@ -433,3 +433,23 @@ def test_seq2seq_keeps_float32_gradients_in_float32_with_x64_on(decoder):
     ids = jnp.zeros((2, 3), jnp.int32), jnp.ones((2, 4), jnp.int32)
     _, grads = loss_and_grads(net, xent, params, ids, jnp.ones((2, 4), jnp.int32))
     assert {a.dtype for a in jax.tree_util.tree_leaves(grads)} == {jnp.dtype("float32")}
+
+
+def _share_a_draw(a, b):
+    """Whether ``a`` and ``b`` start with the same random draws, each through its own
+    initializer (two initializers handed one key: JAX's partitionable threefry makes entry j a
+    function of the key and j alone, so ``split(k, 2)[0] == split(k, 3)[0]``, and a normal and
+    a truncated normal of one key are then nearly the same numbers, each at its own scale).
+    Independent draws of 16 or more entries are never this correlated."""
+    m = min(a.size, b.size, 64)
+    u, v = np.asarray(a, np.float64).ravel()[:m], np.asarray(b, np.float64).ravel()[:m]
+    return m >= 16 and bool(np.corrcoef(u, v)[0, 1] > 0.9)
+
+
+@pytest.mark.parametrize("decoder", ["plain", "peeky", "attention"])
+def test_seq2seq_draws_no_two_parameters_from_one_key(decoder):
+    params, _ = seq2seq(10, 4, 8, decoder).init(jax.random.PRNGKey(0), ((2, 3), (2, 4)))
+    leaves = [(jax.tree_util.keystr(path), a) for path, a in jax.tree_util.tree_flatten_with_path(params)[0]
+              if np.any(np.asarray(a) != 0)]  # the biases start at 0
+    shared = [(n, m) for i, (n, a) in enumerate(leaves) for m, b in leaves[i + 1:] if _share_a_draw(a, b)]
+    assert shared == []
