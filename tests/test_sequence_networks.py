@@ -453,3 +453,14 @@ def test_seq2seq_draws_no_two_parameters_from_one_key(decoder):
               if np.any(np.asarray(a) != 0)]  # the biases start at 0
     shared = [(n, m) for i, (n, a) in enumerate(leaves) for m, b in leaves[i + 1:] if _share_a_draw(a, b)]
     assert shared == []
+
+
+@pytest.mark.parametrize("decoder", ["plain", "attention"])
+def test_the_reference_seq2seq_and_its_loss_keep_float32_in_float32_with_x64_on(decoder):
+    """The references are the oracles in float64, but nothing in them may widen float32."""
+    import reference.sequence_networks as ref_networks
+
+    params, _ = seq2seq(10, 4, 8, decoder).init(jax.random.PRNGKey(0), ((2, 3), (2, 4)))
+    loss = ref_networks.seq2seq(decoder)(params, jnp.zeros((2, 3), jnp.int32), jnp.ones((2, 4), jnp.int32),
+                                         jnp.ones((2, 4), jnp.int32))
+    assert loss.dtype == jnp.float32
