@@ -14,7 +14,8 @@ import pytest
 
 from pure_backprop.cli import main
 from pure_backprop.seq2seq import greedy_decode
-from pure_backprop.sequence_runs import (SequenceRunError, answer, generate, is_sequence_run, load_sequence_run)
+from pure_backprop.sequence_runs import (SequenceRunError, answer, generate, is_sequence_run, load_sequence_run,
+                                         sequence_network)
 from pure_backprop.tasks import VOCABULARIES, decode, encode_questions
 
 TEXT = "the cat sat on the mat. the dog sat on the log. " * 40
@@ -99,6 +100,62 @@ def test_a_damaged_params_file_is_named(lm_run, tmp_path):
     (folder / "params.npz").write_bytes((lm_run[0] / "params.npz").read_bytes()[:100])
     with pytest.raises(SequenceRunError, match="params.npz"):
         load_sequence_run(folder)
+
+
+def _refuses(message, call):
+    with pytest.raises(SequenceRunError) as e:
+        call()
+    assert str(e.value) == message
+
+
+MODELS = "rnn-lm, lstm-lm, gru-lm, seq2seq, peeky-seq2seq, attention-seq2seq"
+
+
+def test_loading_refuses_what_is_not_a_sequence_run_naming_the_file(lm_run, tmp_path):
+    _refuses(f"model 'mlp' is not a sequence model; choose one of {MODELS}", lambda: sequence_network({"model": "mlp"}))
+    _refuses(f"{tmp_path / 'nowhere'}: no such folder; give a run folder written by pure-backprop train",
+             lambda: load_sequence_run(tmp_path / "nowhere"))
+    folders = {name: tmp_path / name for name in ("empty", "image", "not_json", "no_params")}
+    for folder in folders.values():
+        folder.mkdir()
+    (folders["image"] / "metrics.json").write_text(json.dumps({"options": {"model": "mlp"}}))
+    (folders["not_json"] / "metrics.json").write_text("{")
+    (folders["no_params"] / "metrics.json").write_text((lm_run[0] / "metrics.json").read_text())
+    _refuses(f"{folders['empty'] / 'metrics.json'}: cannot read (No such file or directory)",
+             lambda: load_sequence_run(folders["empty"]))
+    _refuses(f"{folders['image'] / 'metrics.json'}: not the metrics of a sequence run (SequenceRunError: model 'mlp' "
+             f"is not a sequence model; choose one of {MODELS})", lambda: load_sequence_run(folders["image"]))
+    with pytest.raises(SequenceRunError) as e:
+        load_sequence_run(folders["not_json"])
+    assert str(e.value).startswith(f"{folders['not_json'] / 'metrics.json'}: not the metrics of a sequence run "
+                                   "(JSONDecodeError: ")
+    _refuses(f"{folders['no_params'] / 'params.npz'}: cannot read (No such file or directory)",
+             lambda: load_sequence_run(folders["no_params"]))
+    assert not any(is_sequence_run(folder) for folder in folders.values() if folder.name != "no_params")
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda run: generate(run, "the", -1), "generate: length must be an int >= 0, got -1"),
+    (lambda run: generate(run, "the", True), "generate: length must be an int >= 0, got True"),
+    (lambda run: generate(run, "the", 1.5), "generate: length must be an int >= 0, got 1.5"),
+    (lambda run: generate(run, "the", 3, -1.0), "generate: temperature must be a finite number >= 0, got -1.0"),
+    (lambda run: generate(run, "the", 3, float("nan")), "generate: temperature must be a finite number >= 0, got nan"),
+    (lambda run: generate(run, "the", 3, float("inf")), "generate: temperature must be a finite number >= 0, got inf"),
+    (lambda run: generate(run, "the", 3, "1"), "generate: temperature must be a finite number >= 0, got '1'"),
+    (lambda run: generate(run, "", 3), "generate: the prompt is empty; give at least one character to start from"),
+    (lambda run: generate(run, "th€Z", 3), "generate: the prompt has characters the run's text never had: 'Z€'"),
+], ids=lambda v: "" if callable(v) else v[10:40])
+def test_generate_refuses_what_it_cannot_use_by_the_whole_rule(lm_run, call, message):
+    _refuses(message, lambda: call(load_sequence_run(lm_run[0])))
+
+
+def test_generate_writes_nothing_for_length_zero_and_each_run_refuses_the_other_command(lm_run, s2s_run):
+    lm, s2s = load_sequence_run(lm_run[0]), load_sequence_run(s2s_run)
+    assert generate(lm, "the", 0) == ""
+    _refuses(f"{lm_run[0]}: predict needs a seq2seq run; this run is lstm-lm; use 'pure-backprop generate'",
+             lambda: answer(lm, ["1+1"]))
+    _refuses(f"{s2s_run}: generate needs a language model run; this run is attention-seq2seq; use "
+             "'pure-backprop predict'", lambda: generate(s2s, "1", 3))
 
 
 # --- the seq2seq run -------------------------------------------------------------------------
