@@ -183,6 +183,24 @@ def test_predict_answers_questions_as_written_reversing_them_for_a_reversed_run(
     assert json.loads(capsys.readouterr().out) == [{"question": "16+75", "answer": expected[0]}]
 
 
+def test_predict_hands_the_decoder_the_questions_reversed_in_one_batch_of_their_number(s2s_run, monkeypatch):
+    """A reversed run reads each question reversed, and a handful of questions are decoded in
+    one batch of their own size, not padded to the default 1,000."""
+    from pure_backprop import sequence_runs, train_seq2seq
+
+    run = load_sequence_run(s2s_run)
+    seen = []
+    real = train_seq2seq.decode_answers
+    monkeypatch.setattr(train_seq2seq, "decode_answers", lambda *a, **k: seen.append((a[2], k)) or real(*a, **k))
+    questions = ["16+75", "1+2", "999+999"]
+    answer(run, questions)
+    ids, kwargs = seen[0]
+    np.testing.assert_array_equal(ids, encode_questions("addition", [q[::-1] for q in questions]))
+    assert kwargs == {"batch": 3}
+    assert sequence_runs.init_shape(run.options) == ((1, 7), (1, 4))  # the question, the answer after "_"
+    assert sequence_runs.init_shape({"model": "lstm-lm", "seq_length": 8}, batch=2) == (2, 8)
+
+
 @pytest.mark.parametrize("question, message", [("1234+5678", "more than the task's 7"), ("1-2", "'-'")])
 def test_predict_refuses_a_question_the_task_cannot_hold(s2s_run, capsys, question, message):
     assert main(["predict", str(s2s_run), question]) == 2
