@@ -149,6 +149,24 @@ def test_generate_refuses_what_it_cannot_use_by_the_whole_rule(lm_run, call, mes
     _refuses(message, lambda: call(load_sequence_run(lm_run[0])))
 
 
+def test_generation_starts_from_a_zero_state_in_the_parameters_dtype_with_x64_on(lm_run, monkeypatch):
+    from pure_backprop import sequence_runs
+
+    seen, real = [], sequence_runs._sampler
+    monkeypatch.setattr(sequence_runs, "_sampler", lambda *a: (lambda *args: seen.append(args) or real(*a)(*args)))
+    generate(load_sequence_run(lm_run[0]), "the", 2)
+    params, state, prompt, _ = seen[0]
+    assert {a.dtype for a in jax.tree_util.tree_leaves(state)} == {jnp.dtype("float32")}
+    assert not any(np.any(np.asarray(a)) for a in jax.tree_util.tree_leaves(state))
+    assert prompt.dtype == jnp.int32
+
+
+def test_a_tied_language_models_run_is_rebuilt_tied():
+    options = {"model": "gru-lm", "vocab": "abc", "embed": 4, "hidden": 4, "dropout": 0.0, "tie": True}
+    params = sequence_network(options).init(jax.random.PRNGKey(0), (1, 5))[0]
+    assert set(params["out"]) == {"b"}
+
+
 def test_generate_writes_nothing_for_length_zero_and_each_run_refuses_the_other_command(lm_run, s2s_run):
     lm, s2s = load_sequence_run(lm_run[0]), load_sequence_run(s2s_run)
     assert generate(lm, "the", 0) == ""
@@ -197,6 +215,8 @@ def test_predict_hands_the_decoder_the_questions_reversed_in_one_batch_of_their_
     ids, kwargs = seen[0]
     np.testing.assert_array_equal(ids, encode_questions("addition", [q[::-1] for q in questions]))
     assert kwargs == {"batch": 3}
+    answer(run, ["1+1"])
+    assert seen[1][1] == {"batch": 1}
     assert sequence_runs.init_shape(run.options) == ((1, 7), (1, 4))  # the question, the answer after "_"
     assert sequence_runs.init_shape({"model": "lstm-lm", "seq_length": 8}, batch=2) == (2, 8)
 
