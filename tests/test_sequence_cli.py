@@ -161,6 +161,16 @@ def test_generation_starts_from_a_zero_state_in_the_parameters_dtype_with_x64_on
     assert prompt.dtype == jnp.int32
 
 
+def test_loading_names_a_parameter_whose_shape_the_options_do_not_build(lm_run, tmp_path):
+    (tmp_path / "metrics.json").write_text((lm_run[0] / "metrics.json").read_text())
+    with np.load(lm_run[0] / "params.npz") as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    arrays["params/cell/Wh"] = arrays["params/cell/Wh"][:, :-1]
+    np.savez(tmp_path / "params.npz", **arrays)
+    _refuses(f"{tmp_path / 'params.npz'}: params/cell/Wh is float32 (8, 31), but the network of the run's options "
+             "needs float32 (8, 32)", lambda: load_sequence_run(tmp_path))
+
+
 def test_a_tied_language_models_run_is_rebuilt_tied():
     options = {"model": "gru-lm", "vocab": "abc", "embed": 4, "hidden": 4, "dropout": 0.0, "tie": True}
     params = sequence_network(options).init(jax.random.PRNGKey(0), (1, 5))[0]
