@@ -171,6 +171,40 @@ def test_loading_names_a_parameter_whose_shape_the_options_do_not_build(lm_run, 
              "needs float32 (8, 32)", lambda: load_sequence_run(tmp_path))
 
 
+def test_loading_refuses_a_params_file_that_holds_pickled_objects(lm_run, tmp_path):
+    """``params.npz`` is read with ``allow_pickle=False``: a pickled array could run code."""
+    (tmp_path / "metrics.json").write_text((lm_run[0] / "metrics.json").read_text())
+    with np.load(lm_run[0] / "params.npz") as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    arrays["params/cell/Wh"] = np.array([None, 1], dtype=object)
+    np.savez(tmp_path / "params.npz", **arrays)
+    _refuses(f"{tmp_path / 'params.npz'}: not a readable npz, truncated or damaged (Object arrays cannot be loaded "
+             "when allow_pickle=False)", lambda: load_sequence_run(tmp_path))
+
+
+def test_generation_defaults_to_temperature_1_and_seed_0(lm_run):
+    run = load_sequence_run(lm_run[0])
+    assert generate(run, "the", 30) == generate(run, "the", 30, 1.0, 0)
+
+
+def test_each_seq2seq_model_is_rebuilt_with_its_own_decoder():
+    """The plain decoder's output layer reads H features; peeky and attention read 2H."""
+    for model, features in (("seq2seq", 8), ("peeky-seq2seq", 16), ("attention-seq2seq", 16)):
+        options = {"model": model, "vocab": VOCABULARIES["addition"], "embed": 4, "hidden": 8, "dataset": "addition"}
+        params = sequence_network(options).init(jax.random.PRNGKey(0), ((1, 7), (1, 4)))[0]
+        assert params["out"]["W"].shape == (features, len(VOCABULARIES["addition"])), model
+
+
+def test_predict_decodes_at_most_1000_questions_at_once(s2s_run, monkeypatch):
+    from pure_backprop import train_seq2seq
+
+    seen = []
+    monkeypatch.setattr(train_seq2seq, "decode_answers",
+                        lambda *a, **k: seen.append(k) or np.zeros((len(a[2]), a[4]), np.int32))
+    assert len(answer(load_sequence_run(s2s_run), ["1+1"] * 1001)) == 1001
+    assert seen == [{"batch": 1000}]
+
+
 def test_a_tied_language_models_run_is_rebuilt_tied():
     options = {"model": "gru-lm", "vocab": "abc", "embed": 4, "hidden": 4, "dropout": 0.0, "tie": True}
     params = sequence_network(options).init(jax.random.PRNGKey(0), (1, 5))[0]
