@@ -6,7 +6,6 @@ jit of whole networks: ``python tools/mutation.py`` runs these once per mutant.
 """
 
 import dataclasses
-import re
 import warnings
 
 import jax
@@ -14,23 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from messages import raises_exactly as _raises_exactly, raises_exactly_under_jit as _raises_exactly_under_jit
 from pure_backprop import Layer, loss_and_grads, nodes, predict, serial, with_targets
 from pure_backprop.core import (
     StatefulLayer, check_train, freeze, is_traced, lift, loss_and_grads_with_state, no_params)
 from pure_backprop.layers import affine, batch_norm, dropout, mse, relu, tanh
 
 _KEY = jax.random.PRNGKey(0)
-
-
-def _raises_exactly(kind, message):
-    """``pytest.raises`` on the whole message, so a renamed layer or argument is caught."""
-    return pytest.raises(kind, match="^" + re.escape(message) + "$")
-
-
-def _raises_exactly_under_jit(kind, message):
-    """The same for an error raised inside a ``jax.jit`` function: JAX appends its own note on a
-    new line (the traceback filtering), so the message must end at a line end."""
-    return pytest.raises(kind, match="^" + re.escape(message) + "(\n|$)")
 
 
 # --- pure_backprop/layers/relu.py -------------------------------------------------------------

@@ -28,6 +28,7 @@ import mpmath
 import numpy as np
 import pytest
 
+from messages import raises_exactly
 import reference.recurrent as ref
 from pure_backprop.core import StatefulLayer, predict
 from pure_backprop.initializers import ONE_OFF
@@ -367,9 +368,8 @@ def test_truncated_bptt_refuses_what_is_not_a_recurrent_layer():
 
 def _raises_whole(message, fn, *args):
     """``fn(*args)`` raises a ValueError whose text is ``message``, all of it."""
-    with pytest.raises(ValueError) as e:
+    with raises_exactly(ValueError, message):
         fn(*args)
-    assert str(e.value) == message
 
 
 @pytest.mark.parametrize("name", NAMES)

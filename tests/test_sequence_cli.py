@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from messages import raises_exactly
 from pure_backprop.cli import main
 from pure_backprop.seq2seq import greedy_decode
 from pure_backprop.sequence_runs import (SequenceRunError, answer, generate, is_sequence_run, load_sequence_run,
@@ -103,9 +104,8 @@ def test_a_damaged_params_file_is_named(lm_run, tmp_path):
 
 
 def _refuses(message, call):
-    with pytest.raises(SequenceRunError) as e:
+    with raises_exactly(SequenceRunError, message):
         call()
-    assert str(e.value) == message
 
 
 MODELS = "rnn-lm, lstm-lm, gru-lm, seq2seq, peeky-seq2seq, attention-seq2seq"

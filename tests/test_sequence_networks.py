@@ -16,6 +16,7 @@ import numpy as np
 import optax
 import pytest
 
+from messages import raises_exactly
 from pure_backprop import tasks, text, train_seq2seq, train_text
 from pure_backprop.core import loss_and_grads, loss_and_grads_with_state
 from pure_backprop.language_model import language_model
@@ -353,9 +354,8 @@ def test_seq2seq_decoding_in_batches_compiles_one_program_of_the_batch_asked_for
 
 
 def _refuses(message, call):
-    with pytest.raises(ValueError) as e:
+    with raises_exactly(ValueError, message):
         call()
-    assert str(e.value) == message
 
 
 def test_language_model_refuses_an_unknown_cell_and_a_tie_of_unequal_sizes():
