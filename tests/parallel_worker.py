@@ -132,6 +132,8 @@ if __name__ == "__main__":
             "evaluate": lambda: train.make_evaluate(net, softmax_cross_entropy, 20, mesh=mesh)(p1, x1, y1),
             "fit": lambda: train.fit(net, softmax_cross_entropy, sgd, p1, x1, y1, epochs=1, batch_size=20,
                                      eval_batch_size=20, key=jax.random.PRNGKey(0), mesh=mesh),
+            "compile_fit": lambda: train.compile_fit(net, softmax_cross_entropy, sgd, p1, x1, y1, epochs=1, batch_size=20,
+                                                     eval_batch_size=20, key=jax.random.PRNGKey(0), mesh=mesh),
         }
         report["committed"] = {}
         for name, call in committed.items():

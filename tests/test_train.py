@@ -136,11 +136,12 @@ def test_shuffle_is_a_seeded_permutation(n):
         assert not np.array_equal(order, shuffle(jax.random.PRNGKey(1), n))
 
 
-@pytest.mark.parametrize("n, rounds", [(2, 1), (1000, 2), (100_000, 4), (1_000_000, 5)])
+@pytest.mark.parametrize("n, rounds", [(1, 0), (2, 1), (1000, 2), (8192, 3), (100_000, 4), (1_000_000, 5)])
 def test_shuffle_sorts_in_as_many_rounds_as_jax_permutation(n, rounds):
     """``ceil(3 ln n / ((32 - b) ln 2))`` rounds with ``b = bit_length(n - 1)`` position bits
-    (1000: b = 10, 22 random bits, 1.36 -> 2; 100,000: 17 and 15, 3.32 -> 4; 1,000,000: 20 and
-    12, 4.98 -> 5), each round one sort of one array."""
+    (1000: b = 10, 22 random bits, 1.36 -> 2; 8192: 13 and 19, 2.05 -> 3; 100,000: 17 and 15,
+    3.32 -> 4; 1,000,000: 20 and 12, 4.98 -> 5), each round one sort of one array; one element
+    has one order and draws nothing, as in jax."""
     from pure_backprop.train import shuffle
 
     def sorts(jaxpr):  # sort equations, counted inside every call they are in
@@ -338,15 +339,21 @@ def test_evaluation_of_float32_data_stays_float32():
     assert not re.search(r"f64\[[0-9]", jaxpr)  # no float64 array (a weak-typed scalar literal is harmless)
 
 
-def test_compile_fit_compiles_the_program_that_fit_then_runs():
-    from pure_backprop import train
+@pytest.mark.parametrize("optimizer, on_mesh", [(optax.sgd(0.1), False), (optax.adam(1e-2), False),
+                                              (optax.adam(1e-2), True)], ids=["sgd", "adam", "adam-mesh"])
+def test_compile_fit_compiles_the_program_that_fit_then_runs(optimizer, on_mesh):
+    """The program that ``fit`` runs next is compiled once, by ``compile_fit``, for an optimizer
+    with state (Adam's moments have the parameters' shapes) and on a mesh (one device here: the
+    program with the mesh's layouts is another program than the one without)."""
+    from pure_backprop import parallel, train
 
     params, _ = NET.init(jax.random.PRNGKey(0), (-1, 5), jnp.float32)
     x, y = jax.random.normal(jax.random.PRNGKey(1), (8, 5), jnp.float32), jnp.arange(8) % 3
-    args = (NET, softmax_cross_entropy, optax.sgd(0.1), params, x, y)
-    kwargs = dict(epochs=3, batch_size=4, key=jax.random.PRNGKey(2), evaluate_on={"train": (x, y)})
+    mesh = parallel.data_mesh(1) if on_mesh else None
+    args = (NET, softmax_cross_entropy, optimizer, params, x, y)
+    kwargs = dict(epochs=3, batch_size=4, key=jax.random.PRNGKey(2), evaluate_on={"train": (x, y)}, mesh=mesh)
     train.compile_fit(*args, **kwargs)
-    run = train._fit_program(*args[:3], x, y, 3, 4, kwargs["evaluate_on"], None, 0.0, None, 500)[0]
+    run = train._fit_program(*args[:3], x, y, 3, 4, kwargs["evaluate_on"], None, 0.0, None, 500, mesh)[0]
     assert run._cache_size() == 1
     result = train.fit(*args, **kwargs)
     assert run._cache_size() == 1 and len(result.history) == 3
