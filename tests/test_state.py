@@ -432,6 +432,8 @@ def test_fit_refuses_an_evaluation_split_of_another_sample_shape():
     (dict(batch_size=0), "fit: batch_size must be a positive int"),
     (dict(batch_size=100), "batch_size 100 exceeds the 40 training samples"),
     (dict(epochs_per_call=0), "epochs_per_call must be a positive int"),
+    (dict(epochs_per_call=True), r"fit: epochs_per_call must be a positive int or None, got True$"),
+    (dict(epochs_per_call=2.0), r"fit: epochs_per_call must be a positive int or None, got 2\.0$"),
     (dict(labels=jnp.zeros(39, jnp.int32)), "x holds 40 samples but targets hold 39"),
 ])
 def test_fit_refuses_bad_settings(kwargs, message):
