@@ -129,6 +129,8 @@ if __name__ == "__main__":
                 p1, jax.device_put(sgd.init(params), one), (x1[:32], y1[:32])),
             "epoch": lambda: train.make_train_epoch(net, softmax_cross_entropy, sgd, 20, mesh=mesh)(
                 p1, jax.device_put(sgd.init(params), one), jax.device_put(jax.random.PRNGKey(0), one), x1, y1),
+            "stateful_epoch": lambda: train.make_train_epoch(lift(net), softmax_cross_entropy, sgd, 20, mesh=mesh)(
+                p1, (), jax.device_put(sgd.init(params), one), jax.device_put(jax.random.PRNGKey(0), one), x1, y1),
             "evaluate": lambda: train.make_evaluate(net, softmax_cross_entropy, 20, mesh=mesh)(p1, x1, y1),
             "fit": lambda: train.fit(net, softmax_cross_entropy, sgd, p1, x1, y1, epochs=1, batch_size=20,
                                      eval_batch_size=20, key=jax.random.PRNGKey(0), mesh=mesh),

@@ -102,7 +102,8 @@ def test_each_device_computes_a_quarter_of_every_batch_in_every_program(four_dev
 
 
 def test_arrays_committed_to_one_device_are_moved_onto_the_mesh(four_devices):
-    assert four_devices[1]["committed"] == {"step": "ok", "epoch": "ok", "evaluate": "ok", "fit": "ok", "compile_fit": "ok"}
+    assert four_devices[1]["committed"] == {"step": "ok", "epoch": "ok", "stateful_epoch": "ok", "evaluate": "ok", "fit": "ok",
+                                          "compile_fit": "ok"}
 
 
 def test_a_batch_that_does_not_split_evenly_is_refused_with_the_rule(four_devices):
