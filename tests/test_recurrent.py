@@ -366,12 +366,6 @@ def test_truncated_bptt_refuses_what_is_not_a_recurrent_layer():
 
 # --- errors ------------------------------------------------------------------------------------
 
-def _raises_whole(message, fn, *args):
-    """``fn(*args)`` raises a ValueError whose text is ``message``, all of it."""
-    with raises_exactly(ValueError, message):
-        fn(*args)
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_bad_inputs_raise_naming_the_layer_the_argument_and_the_shapes(name):
     layer = layer_of(name, H)
@@ -394,7 +388,8 @@ def test_bad_inputs_raise_naming_the_layer_the_argument_and_the_shapes(name):
         cases.append(((xs, state[0]), "lstm: state0 must be a pair (h0, c0), got ArrayImpl"))
         cases.append(((xs, (state[0], state[1][:, :3])), "lstm: c0 shape (2, 3) does not match (N, H) = (2, 4)"))
     for x, message in cases:
-        _raises_whole(message, forward, params, x)
+        with raises_exactly(ValueError, message):
+            forward(params, x)
     with pytest.raises(ValueError, match=rf"{name}: xs has no time steps"):
         jax.jit(forward)(params, (jnp.ones((N, 0, D)), state))  # under jit: at trace time
 
@@ -412,18 +407,20 @@ def test_bad_inputs_raise_naming_the_layer_the_argument_and_the_shapes(name):
         ({**params, "Wh": params["Wh"][None]}, f"{name}: Wh must have 2 axes, got shape (1, 4, {kH})"),
     ]
     for p, message in bad_params:
-        _raises_whole(message, forward, p, (xs, state))
+        with raises_exactly(ValueError, message):
+            forward(p, (xs, state))
 
     y, residuals = jax.eval_shape(forward, params, (xs, state))
     dhs, dstate = tree_map(jnp.zeros_like, y)
-    _raises_whole(f"{name}: dhs shape (2, 1, 4) does not match hs shape (2, 2, 4)",
-                  layer.backward, params, residuals, (dhs[:, :1], dstate))
+    with raises_exactly(ValueError, f"{name}: dhs shape (2, 1, 4) does not match hs shape (2, 2, 4)"):
+        layer.backward(params, residuals, (dhs[:, :1], dstate))
     dy_pair = "(dhs, (dhT, dcT))" if name == "lstm" else "(dhs, dhT)"
-    _raises_whole(f"{name}: dy must be a pair {dy_pair}, got ArrayImpl", layer.backward, params, residuals, dhs)
+    with raises_exactly(ValueError, f"{name}: dy must be a pair {dy_pair}, got ArrayImpl"):
+        layer.backward(params, residuals, dhs)
     arg = "dhT" if name != "lstm" else "dcT"
     bad_state = dstate[:, :3] if name != "lstm" else (dstate[0], dstate[1][:, :3])
-    _raises_whole(f"{name}: {arg} shape (2, 3) does not match (N, H) = (2, 4)",
-                  layer.backward, params, residuals, (dhs, bad_state))
+    with raises_exactly(ValueError, f"{name}: {arg} shape (2, 3) does not match (N, H) = (2, 4)"):
+        layer.backward(params, residuals, (dhs, bad_state))
 
 
 @pytest.mark.parametrize("factory", [rnn, lstm, gru])
@@ -435,8 +432,9 @@ def test_hidden_and_in_shape_are_checked(factory):
     assert factory(1).init(jax.random.PRNGKey(0), (2, 5, 4))[0]["Wh"].shape[0] == 1  # one unit is a layer
     layer = factory(3)
     for in_shape in ("abc", ((2, 5, 4),), ((2, 5, 4), (2, 3), (2, 3))):
-        _raises_whole(f"{name}: in_shape must be (N, T, D) or ((N, T, D), state shape), got {in_shape!r}",
-                      layer.init, jax.random.PRNGKey(0), in_shape)
+        with raises_exactly(ValueError, f"{name}: in_shape must be (N, T, D) or ((N, T, D), state shape), "
+                                        f"got {in_shape!r}"):
+            layer.init(jax.random.PRNGKey(0), in_shape)
     with pytest.raises(ValueError, match=rf"{name}: in_shape must be \(N, T, D\) with N, T, D >= 1, got \(2, 0, 4\)"):
         layer.init(jax.random.PRNGKey(0), (2, 0, 4))
     with pytest.raises(ValueError, match=rf"{name}: in_shape must be \(N, T, D\) with"):

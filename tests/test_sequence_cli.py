@@ -103,34 +103,35 @@ def test_a_damaged_params_file_is_named(lm_run, tmp_path):
         load_sequence_run(folder)
 
 
-def _refuses(message, call):
-    with raises_exactly(SequenceRunError, message):
-        call()
-
-
 MODELS = "rnn-lm, lstm-lm, gru-lm, seq2seq, peeky-seq2seq, attention-seq2seq"
 
 
 def test_loading_refuses_what_is_not_a_sequence_run_naming_the_file(lm_run, tmp_path):
-    _refuses(f"model 'mlp' is not a sequence model; choose one of {MODELS}", lambda: sequence_network({"model": "mlp"}))
-    _refuses(f"{tmp_path / 'nowhere'}: no such folder; give a run folder written by pure-backprop train",
-             lambda: load_sequence_run(tmp_path / "nowhere"))
+    with raises_exactly(SequenceRunError, f"model 'mlp' is not a sequence model; choose one of {MODELS}"):
+        sequence_network({"model": "mlp"})
+    with raises_exactly(SequenceRunError, f"{tmp_path / 'nowhere'}: no such folder; give a run folder written by "
+                                          "pure-backprop train"):
+        load_sequence_run(tmp_path / "nowhere")
     folders = {name: tmp_path / name for name in ("empty", "image", "not_json", "no_params")}
     for folder in folders.values():
         folder.mkdir()
     (folders["image"] / "metrics.json").write_text(json.dumps({"options": {"model": "mlp"}}))
     (folders["not_json"] / "metrics.json").write_text("{")
     (folders["no_params"] / "metrics.json").write_text((lm_run[0] / "metrics.json").read_text())
-    _refuses(f"{folders['empty'] / 'metrics.json'}: cannot read (No such file or directory)",
-             lambda: load_sequence_run(folders["empty"]))
-    _refuses(f"{folders['image'] / 'metrics.json'}: not the metrics of a sequence run (SequenceRunError: model 'mlp' "
-             f"is not a sequence model; choose one of {MODELS})", lambda: load_sequence_run(folders["image"]))
+    with raises_exactly(SequenceRunError, f"{folders['empty'] / 'metrics.json'}: cannot read "
+                                          "(No such file or directory)"):
+        load_sequence_run(folders["empty"])
+    with raises_exactly(SequenceRunError, f"{folders['image'] / 'metrics.json'}: not the metrics of a sequence run "
+                                          f"(SequenceRunError: model 'mlp' is not a sequence model; choose one of "
+                                          f"{MODELS})"):
+        load_sequence_run(folders["image"])
     with pytest.raises(SequenceRunError) as e:
         load_sequence_run(folders["not_json"])
     assert str(e.value).startswith(f"{folders['not_json'] / 'metrics.json'}: not the metrics of a sequence run "
                                    "(JSONDecodeError: ")
-    _refuses(f"{folders['no_params'] / 'params.npz'}: cannot read (No such file or directory)",
-             lambda: load_sequence_run(folders["no_params"]))
+    with raises_exactly(SequenceRunError, f"{folders['no_params'] / 'params.npz'}: cannot read "
+                                          "(No such file or directory)"):
+        load_sequence_run(folders["no_params"])
     assert not any(is_sequence_run(folder) for folder in folders.values() if folder.name != "no_params")
 
 
@@ -146,7 +147,8 @@ def test_loading_refuses_what_is_not_a_sequence_run_naming_the_file(lm_run, tmp_
     (lambda run: generate(run, "th€Z", 3), "generate: the prompt has characters the run's text never had: 'Z€'"),
 ], ids=lambda v: "" if callable(v) else v[10:40])
 def test_generate_refuses_what_it_cannot_use_by_the_whole_rule(lm_run, call, message):
-    _refuses(message, lambda: call(load_sequence_run(lm_run[0])))
+    with raises_exactly(SequenceRunError, message):
+        call(load_sequence_run(lm_run[0]))
 
 
 def test_generation_starts_from_a_zero_state_in_the_parameters_dtype_with_x64_on(lm_run, monkeypatch):
@@ -167,8 +169,9 @@ def test_loading_names_a_parameter_whose_shape_the_options_do_not_build(lm_run, 
         arrays = {k: archive[k] for k in archive.files}
     arrays["params/cell/Wh"] = arrays["params/cell/Wh"][:, :-1]
     np.savez(tmp_path / "params.npz", **arrays)
-    _refuses(f"{tmp_path / 'params.npz'}: params/cell/Wh is float32 (8, 31), but the network of the run's options "
-             "needs float32 (8, 32)", lambda: load_sequence_run(tmp_path))
+    with raises_exactly(SequenceRunError, f"{tmp_path / 'params.npz'}: params/cell/Wh is float32 (8, 31), but the network "
+                                          "of the run's options needs float32 (8, 32)"):
+        load_sequence_run(tmp_path)
 
 
 def test_loading_refuses_a_params_file_that_holds_pickled_objects(lm_run, tmp_path):
@@ -178,8 +181,9 @@ def test_loading_refuses_a_params_file_that_holds_pickled_objects(lm_run, tmp_pa
         arrays = {k: archive[k] for k in archive.files}
     arrays["params/cell/Wh"] = np.array([None, 1], dtype=object)
     np.savez(tmp_path / "params.npz", **arrays)
-    _refuses(f"{tmp_path / 'params.npz'}: not a readable npz, truncated or damaged (Object arrays cannot be loaded "
-             "when allow_pickle=False)", lambda: load_sequence_run(tmp_path))
+    with raises_exactly(SequenceRunError, f"{tmp_path / 'params.npz'}: not a readable npz, truncated or damaged "
+                                          "(Object arrays cannot be loaded when allow_pickle=False)"):
+        load_sequence_run(tmp_path)
 
 
 def test_generation_defaults_to_temperature_1_and_seed_0(lm_run):
@@ -214,10 +218,12 @@ def test_a_tied_language_models_run_is_rebuilt_tied():
 def test_generate_writes_nothing_for_length_zero_and_each_run_refuses_the_other_command(lm_run, s2s_run):
     lm, s2s = load_sequence_run(lm_run[0]), load_sequence_run(s2s_run)
     assert generate(lm, "the", 0) == ""
-    _refuses(f"{lm_run[0]}: predict needs a seq2seq run; this run is lstm-lm; use 'pure-backprop generate'",
-             lambda: answer(lm, ["1+1"]))
-    _refuses(f"{s2s_run}: generate needs a language model run; this run is attention-seq2seq; use "
-             "'pure-backprop predict'", lambda: generate(s2s, "1", 3))
+    with raises_exactly(SequenceRunError, f"{lm_run[0]}: predict needs a seq2seq run; this run is lstm-lm; "
+                                          "use 'pure-backprop generate'"):
+        answer(lm, ["1+1"])
+    with raises_exactly(SequenceRunError, f"{s2s_run}: generate needs a language model run; this run is "
+                                          "attention-seq2seq; use 'pure-backprop predict'"):
+        generate(s2s, "1", 3)
 
 
 # --- the seq2seq run -------------------------------------------------------------------------

@@ -153,8 +153,8 @@ def test_greedy_decoding_feeds_back_its_own_most_likely_character():
                             jnp.asarray(inputs))
     assert weights.shape == (3, 10, 29)
     np.testing.assert_allclose(np.asarray(weights).sum(-1), 1.0, rtol=1e-6)
-    _refuses("attention_map: the network has no attention (decoder 'plain' or 'peeky')",
-             lambda: attention_map(net, params, q, jnp.asarray(inputs)))
+    with raises_exactly(ValueError, "attention_map: the network has no attention (decoder 'plain' or 'peeky')"):
+        attention_map(net, params, q, jnp.asarray(inputs))
 
 
 def test_fit_seq2seq_learns_and_scores_exact_matches_of_whole_answers(monkeypatch):
@@ -353,30 +353,28 @@ def test_seq2seq_decoding_in_batches_compiles_one_program_of_the_batch_asked_for
     assert run._cache_size() == 2
 
 
-def _refuses(message, call):
-    with raises_exactly(ValueError, message):
-        call()
-
-
 def test_language_model_refuses_an_unknown_cell_and_a_tie_of_unequal_sizes():
-    _refuses("language_model: cell must be one of ['gru', 'lstm', 'rnn'], got 'lsmt'",
-             lambda: language_model(10, cell="lsmt"))
-    _refuses("language_model: tie=True shares the embedding table with the output layer, so embed must equal hidden, "
-             "got embed=8, hidden=16", lambda: language_model(10, 8, 16, tie=True))
+    with raises_exactly(ValueError, "language_model: cell must be one of ['gru', 'lstm', 'rnn'], got 'lsmt'"):
+        language_model(10, cell="lsmt")
+    with raises_exactly(ValueError, "language_model: tie=True shares the embedding table with the output layer, "
+                                    "so embed must equal hidden, got embed=8, hidden=16"):
+        language_model(10, 8, 16, tie=True)
     assert language_model(10, 16, 16, tie=True) is not None
 
 
 def test_seq2seq_refuses_an_unknown_decoder_and_batches_of_two_sizes():
-    _refuses("seq2seq: decoder must be one of ['plain', 'peeky', 'attention'], got 'attn'",
-             lambda: seq2seq(10, decoder="attn"))
-    _refuses("seq2seq: questions and decoder inputs must have the same batch, got shapes (2, 3) and (3, 4)",
-             lambda: seq2seq(10).init(jax.random.PRNGKey(0), ((2, 3), (3, 4))))
+    with raises_exactly(ValueError, "seq2seq: decoder must be one of ['plain', 'peeky', 'attention'], got 'attn'"):
+        seq2seq(10, decoder="attn")
+    with raises_exactly(ValueError, "seq2seq: questions and decoder inputs must have the same batch, "
+                                    "got shapes (2, 3) and (3, 4)"):
+        seq2seq(10).init(jax.random.PRNGKey(0), ((2, 3), (3, 4)))
 
 
 @pytest.mark.parametrize("in_shape", [(2, 3), ((2, 3), (2, 4, 1)), ((2, 3),), "ab"])
 def test_seq2seq_refuses_in_shapes_that_are_not_two_batches_of_ids(in_shape):
-    _refuses(f"seq2seq: in_shape must be ((N, S), (N, T)), the questions' and the decoder inputs' shapes, got {in_shape!r}",
-             lambda: seq2seq(10).init(jax.random.PRNGKey(0), in_shape))
+    with raises_exactly(ValueError, f"seq2seq: in_shape must be ((N, S), (N, T)), the questions' and the decoder "
+                                    f"inputs' shapes, got {in_shape!r}"):
+        seq2seq(10).init(jax.random.PRNGKey(0), in_shape)
 
 
 def test_language_model_defaults_and_its_initialization():
@@ -422,8 +420,8 @@ def test_seq2seq_defaults_and_its_initialization():
 def test_seq2seq_refuses_an_input_that_is_not_a_pair():
     net = seq2seq(10, 4, 8)
     params, _ = net.init(jax.random.PRNGKey(0), ((2, 3), (2, 4)))
-    _refuses("seq2seq: x must be a pair (a, b) of arrays, got ArrayImpl",
-             lambda: net.forward(params, jnp.zeros((2, 3), jnp.int32)))
+    with raises_exactly(ValueError, "seq2seq: x must be a pair (a, b) of arrays, got ArrayImpl"):
+        net.forward(params, jnp.zeros((2, 3), jnp.int32))
 
 
 @pytest.mark.parametrize("decoder", ["plain", "attention"])
