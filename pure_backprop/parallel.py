@@ -119,14 +119,18 @@ def constrain(tree, sharding):
     return jax.tree_util.tree_map(lambda a: jax.lax.with_sharding_constraint(a, sharding), tree)
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def initialize(coordinator: str, num_processes: int, process_id: int, timeout: int = 60) -> None:
     """Join ``num_processes`` processes (``jax.distributed.initialize``): ``coordinator`` is the
     ``HOST:PORT`` that process 0 listens on and the others reach; ``timeout`` seconds for all to
     arrive, after which it raises instead of waiting forever. Must run before JAX's first
     computation."""
-    if not isinstance(num_processes, int) or num_processes < 1:
+    if not _is_int(num_processes) or num_processes < 1:
         raise ValueError(f"initialize: num_processes must be a positive int, got {num_processes!r}")
-    if not isinstance(process_id, int) or not 0 <= process_id < num_processes:
+    if not _is_int(process_id) or not 0 <= process_id < num_processes:
         raise ValueError(f"initialize: process_id must be an int in [0, {num_processes}), got {process_id!r}")
     host, _, port = coordinator.rpartition(":")
     if not host or not port.isdigit():

@@ -138,6 +138,49 @@ def test_data_mesh_takes_the_devices_asked_and_refuses_others():
         parallel.data_mesh([])
 
 
+def test_whole_layouts_replicate_every_input_and_output_and_are_none_without_a_mesh():
+    from jax.sharding import PartitionSpec
+
+    mesh = parallel.data_mesh(1)
+    assert parallel.whole_layouts(None) == {}
+    assert parallel.whole_layouts(mesh) == {"in_shardings": parallel.replicated(mesh),
+                                            "out_shardings": parallel.replicated(mesh)}
+    assert parallel.replicated(mesh).spec == PartitionSpec() and parallel.replicated(mesh).mesh == mesh
+
+
+@pytest.mark.parametrize("args, message", [
+    (("127.0.0.1:8476", 0, 0), "num_processes must be a positive int, got 0"),
+    (("127.0.0.1:8476", 2.0, 0), "num_processes must be a positive int, got 2.0"),
+    (("127.0.0.1:8476", True, 0), "num_processes must be a positive int, got True"),
+    (("127.0.0.1:8476", 2, 2), "process_id must be an int in [0, 2), got 2"),
+    (("127.0.0.1:8476", 2, -1), "process_id must be an int in [0, 2), got -1"),
+    (("127.0.0.1:8476", 2, "0"), "process_id must be an int in [0, 2), got '0'"),
+    (("127.0.0.1:8476", 2, False), "process_id must be an int in [0, 2), got False"),
+    (("localhost", 2, 0), "coordinator must be HOST:PORT, got 'localhost'"),
+    ((":8476", 2, 0), "coordinator must be HOST:PORT, got ':8476'"),
+    (("localhost:port", 2, 0), "coordinator must be HOST:PORT, got 'localhost:port'"),
+])
+def test_initialize_refuses_bad_arguments_before_joining(args, message, monkeypatch):
+    import jax
+
+    monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: pytest.fail("joined with bad arguments"))
+    with pytest.raises(ValueError) as e:
+        parallel.initialize(*args)
+    assert str(e.value) == f"initialize: {message}"
+
+
+def test_initialize_joins_with_its_arguments_and_a_60_s_default_timeout(monkeypatch):
+    """One process is a run too; an IPv6 coordinator's port is what follows its last colon."""
+    import jax
+
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: calls.append((a, k)))
+    parallel.initialize("[::1]:8476", 1, 0)
+    parallel.initialize("10.0.0.1:8476", 3, 2, timeout=5)
+    assert calls == [(("[::1]:8476",), {"num_processes": 1, "process_id": 0, "initialization_timeout": 60}),
+                     (("10.0.0.1:8476",), {"num_processes": 3, "process_id": 2, "initialization_timeout": 5})]
+
+
 @pytest.mark.parametrize("where", ["fit", "make_step", "make_train_epoch", "make_evaluate"])
 @pytest.mark.parametrize("mesh", ["batch axis", "not a mesh"])
 def test_training_refuses_a_mesh_that_is_not_a_data_mesh(where, mesh):
