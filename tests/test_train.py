@@ -339,21 +339,24 @@ def test_evaluation_of_float32_data_stays_float32():
     assert not re.search(r"f64\[[0-9]", jaxpr)  # no float64 array (a weak-typed scalar literal is harmless)
 
 
-@pytest.mark.parametrize("optimizer, on_mesh", [(optax.sgd(0.1), False), (optax.adam(1e-2), False),
-                                              (optax.adam(1e-2), True)], ids=["sgd", "adam", "adam-mesh"])
-def test_compile_fit_compiles_the_program_that_fit_then_runs(optimizer, on_mesh):
+@pytest.mark.parametrize("optimizer, on_mesh, per_call", [
+    (optax.sgd(0.1), False, None), (optax.adam(1e-2), False, None), (optax.adam(1e-2), True, None),
+    (optax.sgd(0.1), False, 2)], ids=["sgd", "adam", "adam-mesh", "sgd-2-per-call"])
+def test_compile_fit_compiles_the_program_that_fit_then_runs(optimizer, on_mesh, per_call):
     """The program that ``fit`` runs next is compiled once, by ``compile_fit``, for an optimizer
-    with state (Adam's moments have the parameters' shapes) and on a mesh (one device here: the
-    program with the mesh's layouts is another program than the one without)."""
+    with state (Adam's moments have the parameters' shapes), on a mesh (one device here: the
+    program with the mesh's layouts is another program than the one without) and for a number
+    of epochs per call other than the default's."""
     from pure_backprop import parallel, train
 
     params, _ = NET.init(jax.random.PRNGKey(0), (-1, 5), jnp.float32)
     x, y = jax.random.normal(jax.random.PRNGKey(1), (8, 5), jnp.float32), jnp.arange(8) % 3
     mesh = parallel.data_mesh(1) if on_mesh else None
     args = (NET, softmax_cross_entropy, optimizer, params, x, y)
-    kwargs = dict(epochs=3, batch_size=4, key=jax.random.PRNGKey(2), evaluate_on={"train": (x, y)}, mesh=mesh)
+    kwargs = dict(epochs=3, batch_size=4, key=jax.random.PRNGKey(2), evaluate_on={"train": (x, y)}, mesh=mesh,
+                  epochs_per_call=per_call)
     train.compile_fit(*args, **kwargs)
-    run = train._fit_program(*args[:3], x, y, 3, 4, kwargs["evaluate_on"], None, 0.0, None, 500, mesh)[0]
+    run = train._fit_program(*args[:3], x, y, 3, 4, kwargs["evaluate_on"], None, 0.0, per_call, 500, mesh)[0]
     assert run._cache_size() == 1
     result = train.fit(*args, **kwargs)
     assert run._cache_size() == 1 and len(result.history) == 3
