@@ -55,13 +55,17 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 AXIS = "data"
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def data_mesh(devices: int | Sequence | None = None) -> Mesh:
     """A one-axis ``Mesh`` named ``"data"``: over ``jax.devices()`` (every device of every
     process) for ``None``, over its first ``n`` for an int ``n``, or over the given devices."""
     available = jax.devices()
     if devices is None:
         devices = available
-    elif isinstance(devices, int) and not isinstance(devices, bool):
+    elif _is_int(devices):
         if not 1 <= devices <= len(available):
             raise ValueError(f"data_mesh: devices must be between 1 and the {len(available)} devices JAX sees "
                              f"({available[0].platform}), got {devices}")
@@ -117,10 +121,6 @@ def replicate(tree, mesh):
 def constrain(tree, sharding):
     """``jax.lax.with_sharding_constraint`` on every leaf (inside a compiled function)."""
     return jax.tree_util.tree_map(lambda a: jax.lax.with_sharding_constraint(a, sharding), tree)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def initialize(coordinator: str, num_processes: int, process_id: int, timeout: int = 60) -> None:
