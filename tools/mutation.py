@@ -124,13 +124,15 @@ def _worker(conn, mutants_dir, log_path, xla_cache=None):
         print(f"\n=== {kind} {mutant or '(no mutant)'}: pytest {shown} [{sum('::' in a for a in args)} test ids]", flush=True)
         start = time.monotonic()
         collector = _Collector()
-        if kind == "uncached":  # every program compiled anew, as for a mutant that changes them all
-            import jax
+        import jax
 
-            jax.config.update("jax_enable_compilation_cache", False)
-        rc = int(pytest.main(list(args), plugins=[collector]))
-        if kind == "uncached":
-            jax.config.update("jax_enable_compilation_cache", True)
+        cached = jax.config.jax_enable_compilation_cache
+        # "uncached": every program compiled anew, as for a mutant that changes them all
+        jax.config.update("jax_enable_compilation_cache", cached and kind != "uncached")
+        try:
+            rc = int(pytest.main(list(args), plugins=[collector]))
+        finally:
+            jax.config.update("jax_enable_compilation_cache", cached)
         sys.stdout.flush()
         where = {name: getattr(sys.modules.get(name), "__file__", None) for name in ("pure_backprop", "reference")}
         conn.send({"rc": rc, "seconds": time.monotonic() - start, "ids": collector.ids if kind == "collect" else [],
