@@ -125,14 +125,19 @@ def _worker(conn, mutants_dir, log_path, xla_cache=None):
         start = time.monotonic()
         collector = _Collector()
         import jax
+        from jax.experimental.compilation_cache import compilation_cache
 
         cached = jax.config.jax_enable_compilation_cache
-        # "uncached": every program compiled anew, as for a mutant that changes them all
+        # "uncached": every program compiled anew, as for a mutant that changes them all. JAX
+        # decides once per process whether it uses the cache (a program compiled at collection
+        # settles it): reset_cache makes it read the setting again, before the run and after.
         jax.config.update("jax_enable_compilation_cache", cached and kind != "uncached")
+        compilation_cache.reset_cache()
         try:
             rc = int(pytest.main(list(args), plugins=[collector]))
         finally:
             jax.config.update("jax_enable_compilation_cache", cached)
+            compilation_cache.reset_cache()
         sys.stdout.flush()
         where = {name: getattr(sys.modules.get(name), "__file__", None) for name in ("pure_backprop", "reference")}
         conn.send({"rc": rc, "seconds": time.monotonic() - start, "ids": collector.ids if kind == "collect" else [],
