@@ -478,3 +478,18 @@ def test_fit_takes_an_unhashable_augmentation():
     result = fit(NET, softmax_cross_entropy, optax.sgd(0.1), params, x, jnp.arange(8) % 3, epochs=2, batch_size=4,
                  key=jax.random.PRNGKey(2), augment=_Unhashable())
     assert [h["epoch"] for h in result.history] == [1, 2]
+
+
+def test_make_step_without_weight_decay_takes_the_plain_gradient_step():
+    """``make_step``'s default decays nothing: one SGD step is ``params - lr * grads`` of the loss alone."""
+    from pure_backprop import train
+    net = affine(3)
+    params = net.init(jax.random.PRNGKey(0), (-1, 4))[0]
+    x, labels = jax.random.normal(jax.random.PRNGKey(1), (5, 4)), jnp.array([0, 1, 2, 0, 1])
+    sgd = optax.sgd(0.5)
+    new, state, _, loss = jax.jit(train.make_step(net, softmax_cross_entropy, sgd))(params, (), sgd.init(params), None,
+                                                                                  (x, labels))
+    want_loss, grads = loss_and_grads(net, softmax_cross_entropy, params, x, labels)
+    assert state == () and np.allclose(loss, want_loss, rtol=1e-6)
+    for name in ("W", "b"):
+        np.testing.assert_allclose(new[name], params[name] - 0.5 * grads[name], rtol=1e-6)  # float32 parameters
