@@ -121,7 +121,7 @@ if __name__ == "__main__":
             "evaluate": lambda: train.make_evaluate(net, softmax_cross_entropy, 30, mesh=mesh),
         }
         # arrays committed to one device (as a computation's results are): each entry point
-        # moves them onto the mesh, none refuses them
+        # moves them onto the mesh, none refuses them, and its results are whole on every device
         one = jax.devices()[0]
         p1, x1, y1 = jax.device_put((params, x, y), one)
         committed = {
@@ -132,6 +132,8 @@ if __name__ == "__main__":
             "stateful_epoch": lambda: train.make_train_epoch(lift(net), softmax_cross_entropy, sgd, 20, mesh=mesh)(
                 p1, (), jax.device_put(sgd.init(params), one), jax.device_put(jax.random.PRNGKey(0), one), x1, y1),
             "evaluate": lambda: train.make_evaluate(net, softmax_cross_entropy, 20, mesh=mesh)(p1, x1, y1),
+            "stateful_evaluate": lambda: train.make_evaluate(lift(net), softmax_cross_entropy, 20, mesh=mesh)(
+                p1, (), x1, y1),
             "fit": lambda: train.fit(net, softmax_cross_entropy, sgd, p1, x1, y1, epochs=1, batch_size=20,
                                      eval_batch_size=20, key=jax.random.PRNGKey(0), mesh=mesh),
             "compile_fit": lambda: train.compile_fit(net, softmax_cross_entropy, sgd, p1, x1, y1, epochs=1, batch_size=20,
@@ -140,8 +142,10 @@ if __name__ == "__main__":
         report["committed"] = {}
         for name, call in committed.items():
             try:
-                jax.block_until_ready(call())
-                report["committed"][name] = "ok"
+                out = [a for a in jax.tree_util.tree_leaves(jax.block_until_ready(call())) if hasattr(a, "sharding")]
+                elsewhere = [str(a.sharding) for a in out
+                             if a.sharding.device_set != set(mesh.devices.flat) or not a.sharding.is_fully_replicated]
+                report["committed"][name] = f"results not replicated on the mesh: {elsewhere[0]}" if elsewhere else "ok"
             except Exception as e:  # noqa: BLE001 - the test shows which entry point refused and why
                 report["committed"][name] = f"{type(e).__name__}: {e}"[:300]
         report["refused"] = {}

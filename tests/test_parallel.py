@@ -61,10 +61,9 @@ def _free_port():
 
 
 @pytest.fixture(scope="module")
-def four_devices(tmp_path_factory):
+def four_devices(built_once):
     """Each case trained by one process on a mesh of 4 CPU devices, and without a mesh."""
-    out = tmp_path_factory.mktemp("four_devices")
-    _finish([_worker(out, 4, CASES)], "one process of 4 devices")
+    out = built_once("four_devices", lambda out: _finish([_worker(out, 4, CASES)], "one process of 4 devices"))
     return out, json.loads((out / "report.json").read_text())
 
 
@@ -101,9 +100,9 @@ def test_each_device_computes_a_quarter_of_every_batch_in_every_program(four_dev
         assert quarter > 0 and quarter * 4 == work["one"][program], (program, quarter, work["one"][program])
 
 
-def test_arrays_committed_to_one_device_are_moved_onto_the_mesh(four_devices):
-    assert four_devices[1]["committed"] == {"step": "ok", "epoch": "ok", "stateful_epoch": "ok", "evaluate": "ok", "fit": "ok",
-                                          "compile_fit": "ok"}
+def test_arrays_committed_to_one_device_are_moved_onto_the_mesh_and_the_results_replicated(four_devices):
+    assert four_devices[1]["committed"] == {"step": "ok", "epoch": "ok", "stateful_epoch": "ok", "evaluate": "ok",
+                                          "stateful_evaluate": "ok", "fit": "ok", "compile_fit": "ok"}
 
 
 def test_a_batch_that_does_not_split_evenly_is_refused_with_the_rule(four_devices):
