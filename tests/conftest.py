@@ -2,9 +2,11 @@
 promotion raises, so no test passes through a silent broadcast."""
 
 import os
+import shutil
 
 import jax
 import pytest
+from filelock import FileLock
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -21,6 +23,33 @@ def _session_cache_home(tmp_path_factory):
         os.environ.pop("XDG_CACHE_HOME", None)
     else:
         os.environ["XDG_CACHE_HOME"] = before
+
+
+@pytest.fixture(scope="session")
+def built_once(tmp_path_factory):
+    """``built_once(name, build)`` returns a folder that ``build(folder)`` filled, built once per
+    pytest run even when both of xdist's workers run tests that need it (pytest-xdist's recipe: a
+    file lock in the folder that the workers' temporary folders share). For the module fixtures
+    that train or start processes: their tests are spread over the workers, and each worker
+    would otherwise build the same folder again. A build that raised is retried by the next user."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+
+    def build_once(name, build):
+        if worker is None:  # one process: the basetemp's parent would be shared with other runs
+            folder = tmp_path_factory.mktemp(name)
+            build(folder)
+            return folder
+        folder = tmp_path_factory.getbasetemp().parent / name
+        built = folder.with_name(name + ".built")
+        with FileLock(str(folder.with_name(name + ".lock"))):
+            if not built.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir()
+                build(folder)
+                built.touch()
+        return folder
+
+    return build_once
 
 
 def pytest_collection_modifyitems(items):

@@ -596,24 +596,28 @@ def _stop_after(monkeypatch, epochs, crash=False):
 
 
 @pytest.fixture(scope="module")
-def cli_runs(tmp_path_factory):
+def cli_runs(built_once):
     """Straight runs of 4 epochs and runs of 2 resumed to 4: the MLP with augmentation, with batch
     norm and dropout, and the convnet (its cosine schedule spans 4 epochs: stopped at 2, as by Ctrl-C)."""
-    tmp = tmp_path_factory.mktemp("runs")
-    bn = ["--batchnorm", "--dropout", "0.1", "--augment", "none"]
-    made = {"mlp": _run(tmp, "mlp", "--epochs", "4"), "mlp_half": _run(tmp, "mlp_half", "--epochs", "2"),
-            "bn": _run(tmp, "bn", "--epochs", "4", *bn), "bn_half": _run(tmp, "bn_half", "--epochs", "2", *bn)}
-    _run(tmp, "mlp_half", "--resume", str(tmp / "mlp_half"), "--epochs", "4")
-    _run(tmp, "bn_half", "--resume", str(tmp / "bn_half"), "--epochs", "4", "--batchnorm")  # as it was: allowed
-    conv = ["--model", "convnet", "--no-progress", "--epochs", "4"]
-    assert main(["train", *conv, "--out", str(tmp / "conv")]) == 0
-    with pytest.MonkeyPatch.context() as patch:
-        _stop_after(patch, 2)
-        assert main(["train", *conv, "--out", str(tmp / "conv_half")]) == 130
-    made["conv"], made["conv_half"], made["conv_stopped"] = tmp / "conv", tmp / "conv_half", tmp / "conv_stopped"
-    shutil.copytree(tmp / "conv_half", tmp / "conv_stopped")
-    assert main(["train", "--resume", str(tmp / "conv_half"), "--no-progress"]) == 0
-    return made
+
+    def build(tmp):
+        bn = ["--batchnorm", "--dropout", "0.1", "--augment", "none"]
+        _run(tmp, "mlp", "--epochs", "4")
+        _run(tmp, "mlp_half", "--epochs", "2")
+        _run(tmp, "bn", "--epochs", "4", *bn)
+        _run(tmp, "bn_half", "--epochs", "2", *bn)
+        _run(tmp, "mlp_half", "--resume", str(tmp / "mlp_half"), "--epochs", "4")
+        _run(tmp, "bn_half", "--resume", str(tmp / "bn_half"), "--epochs", "4", "--batchnorm")  # as it was: allowed
+        conv = ["--model", "convnet", "--no-progress", "--epochs", "4"]
+        assert main(["train", *conv, "--out", str(tmp / "conv")]) == 0
+        with pytest.MonkeyPatch.context() as patch:
+            _stop_after(patch, 2)
+            assert main(["train", *conv, "--out", str(tmp / "conv_half")]) == 130
+        shutil.copytree(tmp / "conv_half", tmp / "conv_stopped")
+        assert main(["train", "--resume", str(tmp / "conv_half"), "--no-progress"]) == 0
+
+    tmp = built_once("runs", build)
+    return {name: tmp / name for name in ("mlp", "mlp_half", "bn", "bn_half", "conv", "conv_half", "conv_stopped")}
 
 
 def test_cli_two_epochs_resumed_to_four_are_four_epochs_straight_bit_for_bit(cli_runs):

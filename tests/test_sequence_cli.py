@@ -27,19 +27,21 @@ S2S_OPTIONS = ["--model", "attention-seq2seq", "--epochs", "1", "--hidden", "8",
 
 
 @pytest.fixture(scope="module")
-def lm_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("lm")
-    text = folder / "corpus.txt"
-    text.write_text(TEXT, encoding="utf-8")
-    assert main(["train", *LM_OPTIONS, "--text", str(text), "--out", str(folder / "run")]) == 0
-    return folder / "run", text
+def lm_run(built_once):
+    def build(folder):
+        (folder / "corpus.txt").write_text(TEXT, encoding="utf-8")
+        assert main(["train", *LM_OPTIONS, "--text", str(folder / "corpus.txt"), "--out", str(folder / "run")]) == 0
+
+    folder = built_once("lm", build)
+    return folder / "run", folder / "corpus.txt"
 
 
 @pytest.fixture(scope="module")
-def s2s_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("s2s") / "run"
-    assert main(["train", *S2S_OPTIONS, "--out", str(folder)]) == 0
-    return folder
+def s2s_run(built_once):
+    def build(folder):
+        assert main(["train", *S2S_OPTIONS, "--out", str(folder / "run")]) == 0
+
+    return built_once("s2s", build) / "run"
 
 
 # --- the language model's run ----------------------------------------------------------------
