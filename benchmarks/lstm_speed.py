@@ -12,7 +12,8 @@ Also printed, to say where the hand step's time goes: the forward alone (with th
 layer alone (its forward and hand backward over inputs already embedded: the two scans), and the
 recurrent product ``h @ Wh`` of all 64 steps, once as a ``lax.scan`` of ``(32, 256) @ (256, 1024)``
 products (with the ``tanh`` that makes each step depend on the last) and once as a single
-``(2048, 256) @ (256, 1024)`` product of the same work: the price of running it step by step.
+``(2048, 256) @ (256, 1024)`` product of the same work: the price of running it step by step;
+and the same scan for batches of 8, 16 and 64 rows, to show how a step's product grows with them.
 
 Run: ``python benchmarks/lstm_speed.py [--repeats 21]``. PyTorch is measured when installed
 (``pip install torch``; not a dependency). Never run two timings at once on a shared machine:
@@ -118,6 +119,24 @@ def recurrent_products(seed=0):
     return (lambda: jax.block_until_ready(scanned(Wh, xa))), (lambda: jax.block_until_ready(at_once(Wh, xa)))
 
 
+def recurrent_products_by_batch(batch, seed=0):
+    """The scan of ``h @ Wh`` of ``recurrent_products`` for another batch size: how the cost of one
+    step's product grows with the rows it multiplies."""
+    key = jax.random.PRNGKey(seed)
+    Wh = jax.random.normal(key, (HIDDEN, 4 * HIDDEN)) / HIDDEN ** 0.5
+    xa = jax.random.normal(key, (LENGTH, batch, 4 * HIDDEN))
+
+    @jax.jit
+    def scanned(Wh, xa):
+        def step(h, x):
+            h = jnp.tanh(x + h @ Wh)[:, :HIDDEN]
+            return h, h
+
+        return jax.lax.scan(step, jnp.zeros((batch, HIDDEN)), xa)[1]
+
+    return lambda: jax.block_until_ready(scanned(Wh, xa))
+
+
 def torch_step(vocab, fused, seed=0):
     torch.manual_seed(seed)
     emb = torch.nn.Embedding(vocab, EMBED)
@@ -179,6 +198,7 @@ def main():
         "LSTM layer alone, forward + hand backward": recurrence_only(),
         f"h @ Wh of {LENGTH} steps, lax.scan": scanned,
         f"h @ Wh of {LENGTH} steps, one product": at_once,
+        **{f"h @ Wh of {LENGTH} steps, lax.scan, batch {b}": recurrent_products_by_batch(b) for b in (8, 16, 64)},
     }, args.repeats)
     rows = dict(jax_times)
     if torch is not None:
