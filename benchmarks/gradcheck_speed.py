@@ -79,18 +79,19 @@ def main():
 
 def print_memory(layer, params, x, memory_mb=256):
     """What one compiled full-mode chunk takes, as XLA's own memory analysis reports it."""
-    from pure_backprop.gradcheck import _base, _flat_phi, _moved_entries, chunk_size
+    from pure_backprop.gradcheck import _base, _flat_phi, _moved_entries, _taken_apart, chunk_size
     from pure_backprop import perturb
 
     with jax.enable_x64(True):
         leaves, treedef = jax.tree_util.tree_flatten(((params, ()), jnp.asarray(x)))
-        dy = _base(layer, (params, ()), jnp.asarray(x), jax.random.PRNGKey(0))[0]
+        skeleton, bound = _taken_apart(layer)  # the targets enter the programs as inputs
+        dy = _base(skeleton, bound, (params, ()), jnp.asarray(x), jax.random.PRNGKey(0))[0]
         dy_leaves, dy_def = jax.tree_util.tree_flatten(dy)
         per_move = perturb.dense_bytes(_flat_phi(layer, treedef, len(leaves), dy_def), leaves + dy_leaves)
         chunk = chunk_size(memory_mb, per_move)
         idx, new = jnp.zeros(chunk, int), jnp.zeros(chunk)
         for j, name in ((0, "W1"), (len(leaves) - 1, "x")):
-            compiled = _moved_entries.lower(layer, treedef, j, leaves, dy, idx, new).compile()
+            compiled = _moved_entries.lower(skeleton, bound, treedef, j, leaves, dy, idx, new).compile()
             temp = compiled.memory_analysis().temp_size_in_bytes
             print(f"memory, full mode on {name}: {chunk} perturbations per call (memory_mb={memory_mb}, "
                   f"dense bound {chunk * per_move / 2**20:.0f} MiB); XLA temporaries {temp / 2**20:.1f} MiB")

@@ -277,6 +277,31 @@ def _check_inputs(layer, params, x):
                          "give an input for which the layer returns at least one value")
 
 
+class _Skeleton(tuple):
+    """A layer taken apart (``jax.tree_util.tree_flatten``) without its array leaves: the
+    static, hashable argument of the compiled programs below, which take the arrays (data bound
+    into the layer, as ``with_targets`` binds its targets) as inputs and put them back with
+    ``_whole``. A check of the same layer with other bound values then compiles nothing new."""
+
+    __slots__ = ()
+
+
+def _taken_apart(layer):
+    """``(skeleton, arrays)``: ``layer``'s pytree with every array leaf replaced by ``None``
+    (hashable: functions and Python values), and those arrays in order."""
+    leaves, treedef = jax.tree_util.tree_flatten(layer)
+    bound = [isinstance(leaf, (jax.Array, np.ndarray)) for leaf in leaves]
+    return (_Skeleton((treedef, tuple(None if b else leaf for b, leaf in zip(bound, leaves)))),
+            [leaf for b, leaf in zip(bound, leaves) if b])
+
+
+def _whole(skeleton, arrays):
+    """The layer that ``_taken_apart`` took apart, with ``arrays`` (traced, inside a program) back in place."""
+    treedef, statics = skeleton
+    given = iter(arrays)
+    return jax.tree_util.tree_unflatten(treedef, [next(given) if leaf is None else leaf for leaf in statics])
+
+
 def _phi(layer, treedef, leaves, dy):
     """The scalar ``<forward(params, x), dy>`` whose gradient the backward pass returns."""
     p, v = jax.tree_util.tree_unflatten(treedef, leaves)
@@ -289,7 +314,8 @@ def _flat_phi(layer, treedef, n, dy_def):
 
 
 @functools.partial(jax.jit, static_argnames=("layer",), compiler_options=ONE_OFF)
-def _base(layer, params, x, key):
+def _base(layer, bound, params, x, key):
+    layer = _whole(layer, bound)
     y, residuals = layer.forward(params, x)
     y_leaves, y_def = jax.tree_util.tree_flatten(y)  # an independent dy per output leaf (the first from key itself)
     dy = jax.tree_util.tree_unflatten(y_def, [jax.random.normal(jax.random.fold_in(key, i) if i else key, jnp.shape(a),
@@ -301,18 +327,20 @@ def _base(layer, params, x, key):
 
 
 @functools.partial(jax.jit, static_argnames=("layer", "treedef", "j"))
-def _moved_entries(layer, treedef, j, leaves, dy, indices, values):
+def _moved_entries(layer, bound, treedef, j, leaves, dy, indices, values):
     """``phi`` with entry ``indices[k]`` of leaf ``j`` set to ``values[k]``, for every ``k``,
     evaluated by ``perturb`` (only what the moved entry changes is recomputed)."""
+    layer = _whole(layer, bound)
     dy_leaves, dy_def = jax.tree_util.tree_flatten(dy)
     return perturb.moved_values(_flat_phi(layer, treedef, len(leaves), dy_def), list(leaves) + dy_leaves, j, indices, values)
 
 
 @functools.partial(jax.jit, static_argnames=("layer", "treedef"))
-def _moved_dense(layer, treedef, leaves, dy, which, indices, values):
+def _moved_dense(layer, bound, treedef, leaves, dy, which, indices, values):
     """``phi`` with entry ``indices[k]`` of leaf ``which[k]`` set to ``values[k]``, for every
     ``k``, each evaluated whole (``vmap`` of the forward). ``which`` is an argument, not part of
     the program, so that one compiled program serves every leaf of a small problem."""
+    layer = _whole(layer, bound)
 
     def one(w, i, v):
         moved = [leaf.ravel().at[jnp.where(w == j, i, leaf.size)].set(v, mode="drop").reshape(leaf.shape)
@@ -331,10 +359,11 @@ DENSE_ENTRIES = 4096
 
 
 @functools.partial(jax.jit, static_argnames=("layer", "treedef"), compiler_options=ONE_OFF)
-def _moved_along_every_leaf(layer, treedef, leaves, dy, moves, leaf_of_move, offsets):
+def _moved_along_every_leaf(layer, bound, treedef, leaves, dy, moves, leaf_of_move, offsets):
     """``phi`` at the flat concatenation of the leaves moved by ``offset * moves[r]`` inside
     leaf ``leaf_of_move[r]`` only (the others untouched, bit for bit), for every row ``r`` and
     offset: fast mode's directions of all leaves in one compiled program."""
+    layer = _whole(layer, bound)
     sizes = [int(leaf.size) for leaf in leaves]
     flat = jnp.concatenate([leaf.ravel() for leaf in leaves])
     segment = jnp.asarray(np.repeat(np.arange(len(leaves)), sizes))
@@ -354,8 +383,9 @@ ALONG_ENTRIES = 2**23
 
 
 @functools.partial(jax.jit, static_argnames=("layer", "treedef", "j"), compiler_options=ONE_OFF)
-def _moved_along(layer, treedef, j, leaves, dy, directions, step, offsets):
+def _moved_along(layer, bound, treedef, j, leaves, dy, directions, step, offsets):
     """``phi`` with leaf ``j`` moved by ``offset * step * v`` for each direction ``v``."""
+    layer = _whole(layer, bound)
 
     def moved(v, o):
         return _phi(layer, treedef, leaves[:j] + [leaves[j] + o * step * v] + leaves[j + 1:], dy)
@@ -394,9 +424,9 @@ class _Leaf:
             idx = jnp.asarray(np.concatenate([idx, np.zeros(pad, idx.dtype)]))
             new = jnp.asarray(np.concatenate([new, np.full(pad, flat_value[0])]))
             if ctx.dense_size:
-                values = _moved_dense(ctx.layer, ctx.treedef, ctx.leaves, ctx.dy, jnp.full(size, self.j), idx, new)
+                values = _moved_dense(ctx.layer, ctx.bound, ctx.treedef, ctx.leaves, ctx.dy, jnp.full(size, self.j), idx, new)
             else:
-                values = _moved_entries(ctx.layer, ctx.treedef, self.j, ctx.leaves, ctx.dy, idx, new)
+                values = _moved_entries(ctx.layer, ctx.bound, ctx.treedef, self.j, ctx.leaves, ctx.dy, idx, new)
             out.append(np.asarray(values)[: size - pad])
         values = np.concatenate(out).reshape(len(indices), len(offsets))
         return [values[:, k] for k in range(len(offsets))]
@@ -443,7 +473,7 @@ class _Leaf:
         if ctx.along is not None:  # computed for every leaf at once
             values = ctx.along[self.j]
         else:
-            values = np.asarray(_moved_along(ctx.layer, ctx.treedef, self.j, ctx.leaves, ctx.dy, jnp.asarray(v), h,
+            values = np.asarray(_moved_along(ctx.layer, ctx.bound, ctx.treedef, self.j, ctx.leaves, ctx.dy, jnp.asarray(v), h,
                                              jnp.asarray(_FAST_OFFSETS, jnp.float64)))
         numerical = sum(w * values[:, k] for k, w in enumerate(_STENCILS[ctx.order][1])) / h
         flat_v = v.reshape(directions, -1)
@@ -479,7 +509,7 @@ def _along_every_leaf(ctx, directions):
     for r, j in enumerate(leaves):
         v, h = _directions(ctx, j, directions)
         moves[r * directions:(r + 1) * directions, starts[j]:starts[j + 1]] = h * v.reshape(directions, -1)
-    values = np.asarray(_moved_along_every_leaf(ctx.layer, ctx.treedef, ctx.leaves, ctx.dy, jnp.asarray(moves),
+    values = np.asarray(_moved_along_every_leaf(ctx.layer, ctx.bound, ctx.treedef, ctx.leaves, ctx.dy, jnp.asarray(moves),
                                                 jnp.asarray(np.repeat(leaves, directions)),
                                                 jnp.asarray(_FAST_OFFSETS, jnp.float64)))
     return {j: values[r * directions:(r + 1) * directions] for r, j in enumerate(leaves)}
@@ -535,7 +565,8 @@ def _check(layer, params, x, mode, seed, directions, order, step, rtol_jax, rtol
     key_dy = jax.random.PRNGKey(seed)
     leaves, treedef = jax.tree_util.tree_flatten((params, x))
     paths = [_path(p) for p, _ in jax.tree_util.tree_flatten_with_path((params, x))[0]]
-    dy, hand, oracle, phi0, magnitude, y = _base(layer, params, x, key_dy)
+    skeleton, bound = _taken_apart(layer)  # bound data (with_targets' targets) enter as inputs
+    dy, hand, oracle, phi0, magnitude, y = _base(skeleton, bound, params, x, key_dy)
     hand_leaves, hand_def = jax.tree_util.tree_flatten(hand)
     if hand_def != jax.tree_util.tree_structure(oracle):
         problem = f"backward returned (grads, dx) with structure {hand_def}, expected {treedef}"
@@ -549,7 +580,7 @@ def _check(layer, params, x, mode, seed, directions, order, step, rtol_jax, rtol
     dy_leaves, dy_def = jax.tree_util.tree_flatten(dy)
     ctx = types.SimpleNamespace(
         bytes_per_move=functools.cache(lambda: perturb.dense_bytes(_flat_phi(layer, treedef, len(leaves), dy_def), list(leaves) + dy_leaves)),
-        layer=layer, treedef=treedef, leaves=leaves, dy=dy, seed=seed, phi0=float(phi0), order=order,
+        layer=skeleton, bound=bound, treedef=treedef, leaves=leaves, dy=dy, seed=seed, phi0=float(phi0), order=order,
         step=step, rtol_jax=rtol_jax, rtol_num=rtol_num, memory_mb=memory_mb, noise=noise, dense_size=0,
         along=None,
     )
@@ -610,9 +641,24 @@ def check_pair(forward, backward, params, x, **kwargs) -> Report:
 
 
 def check_loss(network: Layer, loss: Loss, params, x, targets, **kwargs) -> Report:
-    """Check a whole network followed by its loss (``dy`` is then a random scalar)."""
+    """Check a whole network followed by its loss (``dy`` is then a random scalar): the layer
+    ``serial(network, with_targets(loss, targets))`` at ``((params, ()), x)``. For a plain
+    ``Layer`` network the targets enter the compiled checks as data, so checking the same network
+    and loss on other batches compiles nothing new."""
     kwargs.setdefault("name", "network+loss")
-    return check(serial(network, with_targets(loss, targets)), (params, ()), x, **kwargs)
+    if isinstance(network, StatefulLayer):
+        return check(serial(network, with_targets(loss, targets)), (params, ()), x, **kwargs)
+    return check(Layer(None, jax.tree_util.Partial(_network_and_loss_forward, network, loss, targets),
+                       jax.tree_util.Partial(_network_and_loss_backward, network, loss, targets)),
+                 (params, ()), x, **kwargs)
+
+
+def _network_and_loss_forward(network, loss, targets, params, x):
+    return serial(network, with_targets(loss, targets)).forward(params, x)
+
+
+def _network_and_loss_backward(network, loss, targets, params, residuals, dy):
+    return serial(network, with_targets(loss, targets)).backward(params, residuals, dy)
 
 
 def assert_close(layer: Layer, params, x, **kwargs) -> Report:

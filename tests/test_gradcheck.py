@@ -149,6 +149,45 @@ def test_no_false_alarms_over_20_seeds(case):
     assert not failures, failures[0]
 
 
+def test_a_loss_checked_again_with_other_targets_compiles_nothing_new():
+    """``with_targets`` binds its targets as data: the checker's programs take them as inputs,
+    so checking the same loss on other labels (a loop over seeds or batches) reuses them, and
+    each check sees its own labels."""
+    from pure_backprop import with_targets
+    from pure_backprop.layers import softmax_cross_entropy as sce
+    scores = jax.random.normal(jax.random.PRNGKey(0), (6, 4))
+    programs = (gradcheck._base, gradcheck._moved_along_every_leaf)
+    losses = []
+    for k, labels in enumerate((jnp.array([0, 1, 2, 3, 0, 1]), jnp.array([3, 3, 1, 0, 2, 2]))):
+        layer = with_targets(sce, labels)
+        assert gradcheck.check(layer, (), scores, mode="fast", seed=k).ok
+        if k == 0:
+            compiled = [f._cache_size() for f in programs]
+        with jax.enable_x64(True):
+            losses.append(float(gradcheck._base(*gradcheck._taken_apart(layer), (), scores.astype(jnp.float64),
+                                                jax.random.PRNGKey(0))[5]))
+            want = float(sce.forward(scores.astype(jnp.float64), labels)[0])
+        assert losses[-1] == pytest.approx(want, rel=1e-12)
+    assert [f._cache_size() for f in programs] == compiled
+    assert losses[0] != losses[1]
+
+
+def test_a_network_and_loss_checked_on_other_batches_compiles_nothing_new():
+    from pure_backprop.layers import softmax_cross_entropy as sce
+    net = affine(3)
+    params, x = _affine_params()
+    programs = (gradcheck._base, gradcheck._moved_along_every_leaf)
+    for k, labels in enumerate((jnp.array([0, 1, 2, 0, 1]), jnp.array([2, 2, 0, 1, 0]))):
+        report = gradcheck.check_loss(net, sce, params, x + k, labels, mode="fast")
+        assert report.ok and [leaf.path for leaf in report.leaves] == ["params[0]['W']", "params[0]['b']", "dx"]
+        if k == 0:
+            compiled = [f._cache_size() for f in programs]
+    assert [f._cache_size() for f in programs] == compiled
+    from pure_backprop.core import Loss
+    twice = Loss(sce.forward, lambda residuals, dloss: 2 * sce.backward(residuals, dloss))  # a wrong backward
+    assert not gradcheck.check_loss(net, twice, params, x, jnp.array([0, 1, 2, 0, 1])).ok
+
+
 def test_relu_exact_zeros_are_kinks_not_failures():
     x = jnp.array([[0.0, 1.0, -2.0], [0.0, 0.0, 3.0]])
     for mode in ("fast", "full"):
