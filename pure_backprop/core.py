@@ -280,13 +280,13 @@ def with_targets(loss: Loss, targets) -> Layer:
     """Bind ``targets`` to ``loss`` and return a ``Layer`` from scores to the scalar loss.
 
     Its ``dy`` is the scalar ``dloss`` (1.0 to start backpropagation) and its params are ``()``.
-    The targets are bound as data, not as code: ``forward`` and ``backward`` are
-    ``jax.tree_util.Partial`` objects whose arguments hold them, so a program compiled for the
-    layer taken apart (``jax.tree_util.tree_flatten``), as the gradient checker compiles it,
+    The targets are bound as data, not as code: ``forward`` is a ``jax.tree_util.Partial``
+    whose arguments hold them (``backward`` needs only the residuals), so a program compiled for
+    the layer taken apart (``jax.tree_util.tree_flatten``), as the gradient checker compiles it,
     takes the targets as an input and serves every value of them.
     """
     return Layer(_no_params_of_a_loss, jax.tree_util.Partial(_targets_forward, loss, targets),
-                 jax.tree_util.Partial(_targets_backward, loss, targets))
+                 jax.tree_util.Partial(_targets_backward, loss))  # the residuals carry what it needs
 
 
 def _no_params_of_a_loss(key, in_shape, dtype=jnp.float32):
@@ -299,7 +299,7 @@ def _targets_forward(loss, targets, params, scores):
     return loss.forward(scores, targets)
 
 
-def _targets_backward(loss, targets, params, residuals, dloss):
+def _targets_backward(loss, params, residuals, dloss):
     del params
     return (), loss.backward(residuals, dloss)
 
