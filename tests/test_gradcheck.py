@@ -188,6 +188,23 @@ def test_a_network_and_loss_checked_on_other_batches_compiles_nothing_new():
     assert not gradcheck.check_loss(net, twice, params, x, jnp.array([0, 1, 2, 0, 1])).ok
 
 
+def test_a_stateful_network_and_loss_are_checked_as_their_serial_frozen():
+    """``check_loss`` of a ``StatefulLayer`` network is ``check`` of ``serial(network, loss)``
+    with the state and key held fixed (one entry per layer: the loss's is ``()``)."""
+    from pure_backprop import serial, with_targets
+    from pure_backprop.core import Loss
+    from pure_backprop.layers import batch_norm, softmax_cross_entropy as sce
+    net = serial(affine(4), relu, batch_norm(), affine(3))  # (a bias right before batch norm has no gradient)
+    params, state, _ = net.init(jax.random.PRNGKey(0), (-1, 5))
+    x, labels = jax.random.normal(jax.random.PRNGKey(1), (6, 5)), jnp.array([0, 1, 2, 0, 1, 2])
+    report = gradcheck.check_loss(net, sce, params, x, labels, state=(state, ()), mode="full")
+    same = gradcheck.check(serial(net, with_targets(sce, labels)), (params, ()), x, state=(state, ()), mode="full")
+    assert report.ok and report.name == "network+loss", str(report)
+    assert [(leaf.path, leaf.abs_num) for leaf in report.leaves] == [(leaf.path, leaf.abs_num) for leaf in same.leaves]
+    twice = Loss(sce.forward, lambda residuals, dloss: 2 * sce.backward(residuals, dloss))
+    assert not gradcheck.check_loss(net, twice, params, x, labels, state=(state, ())).ok
+
+
 def test_relu_exact_zeros_are_kinks_not_failures():
     x = jnp.array([[0.0, 1.0, -2.0], [0.0, 0.0, 3.0]])
     for mode in ("fast", "full"):
