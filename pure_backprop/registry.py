@@ -30,6 +30,12 @@ from .layers.embedding import embedding
 from .layers.time_affine import time_affine
 from .layers.time_softmax_cross_entropy import IGNORE_LABEL, time_softmax_cross_entropy
 from .layers.bptt import truncated_bptt
+from .layers.gelu import gelu, gelu_tanh
+from .layers.layer_norm import layer_norm
+from .layers.self_attention import causal_mask, causal_self_attention
+from .layers.softmax import softmax
+from .layers.transformer_block import transformer_block
+from .gpt import gpt
 from .layers.gru import gru
 from .layers.lstm import lstm
 from .layers.rnn import rnn
@@ -475,6 +481,32 @@ def _seq2seq(decoder):
     return build
 
 
+GPT_VOCAB, GPT_CONTEXT = 5, 4  # the GPT case: 5 symbols, context 4, one block of width 4, 2 heads
+
+
+@functools.lru_cache(maxsize=None)
+def _gpt_net(attention_backward):
+    return gpt(GPT_VOCAB, GPT_CONTEXT, layers=1, heads=2, width=4, attention_backward=attention_backward)
+
+
+def _gpt(attention_backward="plain"):
+    """A one-block GPT with its loss over ids ``shape = (N, T)``; ``x`` is the token table (tied:
+    its gradient sums the lookup's and the output layer's). Its targets, for the reference, are
+    ``(ids, next ids)``."""
+
+    def build(key, shape):
+        net = _gpt_net(attention_backward)
+        k_init, k_ids, k_t = jax.random.split(key, 3)
+        params = _jitter(k_init, net.init(k_init, shape)[0])
+        ids = jax.random.randint(k_ids, shape, 0, GPT_VOCAB)
+        t = jax.random.randint(k_t, shape, 0, GPT_VOCAB)
+        layer = serial(_tables_as_x(net, ("te",), ids), with_targets(time_softmax_cross_entropy, t))
+        rest = {k: v for k, v in params.items() if k != "te"}
+        return layer, (rest, ()), {"te": params["te"]["W"]}, (ids, t)
+
+    return build
+
+
 class _Seq2seqOnIds(NamedTuple):
     """A seq2seq network with its questions bound: a network over the decoder inputs alone."""
 
@@ -579,6 +611,22 @@ CASES: tuple[Case, ...] = (
     Case("seq2seq", "network", _seq2seq("plain"), ((2, 3, 2),)),
     Case("peeky_seq2seq", "network", _seq2seq("peeky"), ((2, 3, 2),)),
     Case("attention_seq2seq", "network", _seq2seq("attention"), ((2, 3, 4),)),
+    # the transformer: layer norm over the last axis, the two GELUs, softmax along an axis (the
+    # causal mask of 4 positions, -inf above the diagonal; along axis 0), causal self-attention
+    # with one head and two, length 1, and the lean backward over blocks of 2 (the last one
+    # padded), the pre-norm block, and a GPT with its loss at contexts of 1 and 4
+    Case("layer_norm", "layer", _with_params(layer_norm()), ((2, 3, 4), (3, 5))),
+    Case("gelu", "layer", _unary(gelu), ((3,), (4, 5))),
+    Case("gelu_tanh", "layer", _unary(gelu_tanh), ((3,), (4, 5))),
+    Case("softmax", "layer", _unary(softmax()), ((2, 3), (4, 5))),
+    Case("softmax_causal", "layer", _unary(softmax(-1, causal_mask(4))), ((2, 4, 4),)),
+    Case("softmax_axis0", "layer", _unary(softmax(0)), ((3, 4),)),
+    Case("causal_self_attention", "layer", _with_params(causal_self_attention(2)), ((2, 3, 4), (1, 1, 2))),
+    Case("causal_self_attention_one_head", "layer", _with_params(causal_self_attention(1)), ((2, 3, 3),)),
+    Case("causal_self_attention_lean", "layer", _with_params(causal_self_attention(2, "lean", block=2)), ((2, 5, 4),)),
+    Case("transformer_block", "layer", _with_params(transformer_block(2)), ((2, 3, 4),)),
+    Case("gpt", "network", _gpt(), ((2, 4), (1, 1))),
+    Case("gpt_lean", "network", _gpt("lean"), ((2, 3),)),
 )
 
 BY_NAME = {case.name: case for case in CASES}

@@ -22,10 +22,12 @@ import reference.sequence_networks as ref_networks
 import reference.recurrent as ref_recurrent
 import reference.attention as ref_attention
 import reference.sequence as ref_seq
+import reference.transformer as ref_transformer
 from pure_backprop import gradcheck
 from pure_backprop.registry import CASES, DEEP_CONV_NET, DROP_RATE, DROPOUT_KEY, WEIGHT_DECAY, batch_norm_state, normal
 from pure_backprop.registry import truncated_bptt_state
 from pure_backprop.registry import TIME_ATTENTION_MASK
+from pure_backprop.layers.self_attention import causal_mask
 
 
 def _mlp_reference(activation):
@@ -74,6 +76,11 @@ def _language_model(cell, tie=False, drop_rate=0.0):
         return forward({**params[0], **{k: {"W": v} for k, v in tables.items()}}, ids, targets, state)
 
     return reference
+
+
+def _gpt(params, tables, bound):
+    ids, targets = bound
+    return ref_transformer.gpt_loss(2)({**params[0], "te": {"W": tables["te"]}}, ids, targets)
 
 
 def _seq2seq(decoder):
@@ -128,6 +135,15 @@ REFERENCES = {
     "embedding_one_id": lambda params, x, ids: ref_seq.embedding({"W": x}, ids),
     "time_affine": _plain(ref_seq.time_affine),
     "time_softmax_cross_entropy": _loss(ref_seq.time_softmax_cross_entropy),
+    # the transformer
+    "layer_norm": _plain(ref_transformer.layer_norm), "gelu": _plain(ref_transformer.gelu),
+    "gelu_tanh": _plain(ref_transformer.gelu_tanh), "softmax": _plain(ref_transformer.softmax()),
+    "softmax_causal": _plain(ref_transformer.softmax(-1, causal_mask(4))),
+    "softmax_axis0": _plain(ref_transformer.softmax(0)),
+    "causal_self_attention": _plain(ref_transformer.causal_self_attention(2)),
+    "causal_self_attention_one_head": _plain(ref_transformer.causal_self_attention(1)),
+    "causal_self_attention_lean": _plain(ref_transformer.causal_self_attention(2)),
+    "transformer_block": _plain(ref_transformer.transformer_block(2)), "gpt": _gpt, "gpt_lean": _gpt,
 }
 
 PARAMS = [pytest.param(case, shape, id=f"{case.name}-{'x'.join(map(str, shape))}") for case in CASES for shape in case.shapes]

@@ -60,7 +60,7 @@ import numpy as np
 import pytest
 
 from pure_backprop import graphs, nodes
-from pure_backprop.layers import relu, sigmoid, tanh
+from pure_backprop.layers import gelu, gelu_tanh, relu, sigmoid, tanh
 from pure_backprop.registry import CASES
 
 mp = mpmath.MPContext()  # a context of our own, so the global mpmath precision is left alone
@@ -120,6 +120,54 @@ def _spec_tanh(x, v):
     return mp.tanh(v), mp.sech(v) ** 2
 
 
+GELU_A = mp.mpf("0.044715")
+
+
+def _gelu_terms(v):
+    """The two terms of the exact GELU's slope, ``Phi(v)`` and ``v phi(v)``."""
+    return mp.erfc(-v / mp.sqrt(2)) / 2, v * mp.exp(-v * v / 2) / mp.sqrt(2 * mp.pi)
+
+
+def _spec_gelu(x, v):
+    if abs(v) > 1e6:  # Phi is 1 or below 1e-(10**11): mpmath's erfc does not go there
+        return (v, mp.mpf(1)) if v > 0 else (mp.mpf(0), mp.mpf(0))
+    cdf, tail = _gelu_terms(v)
+    return v * cdf, cdf + tail
+
+
+def _gelu_tanh_terms(v):
+    """``(w, s, x s sigmoid(-w) w')`` of the tanh form: ``w = 2u``, ``s = sigmoid(w)``."""
+    c = 2 * mp.sqrt(2 / mp.pi)
+    w = c * v * (1 + GELU_A * v * v)
+    s, s_minus = 1 / (1 + mp.exp(-w)), 1 / (1 + mp.exp(w))
+    return w, s, v * s * s_minus * c * (1 + 3 * GELU_A * v * v)
+
+
+def _spec_gelu_tanh(x, v):
+    _, s, tail = _gelu_tanh_terms(v)
+    return v * s, s + tail
+
+
+def _condition_gelu(v):
+    """The slope is the sum ``Phi + x phi``: near its zero (x ~ -0.75) its error is counted in
+    ulps of the larger term, the factor ``(|Phi| + |x phi|) / |Phi + x phi|``."""
+    if abs(v) > 1e6:
+        return 1, 1
+    cdf, tail = _gelu_terms(v)
+    return 1, max(1, (abs(cdf) + abs(tail)) / abs(cdf + tail))
+
+
+def _condition_gelu_tanh(v):
+    """``sigmoid(w)`` moves by ``|w|`` relative ulps per ulp of ``w``, which is rounded, and
+    ``w'`` x / w`` is at most 3: the factor ``1 + 3 |w|``; the slope, a sum like the exact
+    form's, also has the factor of its terms."""
+    if abs(v) > 1e6:
+        return 1, 1
+    w, s, tail = _gelu_tanh_terms(v)
+    k = 1 + 3 * abs(w)
+    return k, k * max(1, (abs(s) + abs(tail)) / abs(s + tail))
+
+
 # name -> (layer, params, oracle, domain); domain "all" or "nonnegative"
 FUNCTIONS = {
     "negate": (nodes.negate, (), _spec_negate, "all"),
@@ -132,7 +180,13 @@ FUNCTIONS = {
     "sigmoid": (sigmoid, (), _spec_sigmoid, "all"),
     "tanh": (tanh, (), _spec_tanh, "all"),
     "sigmoid_graph": (graphs.sigmoid_graph, ((),) * 4, _spec_sigmoid, "all"),
+    "gelu": (gelu, (), _spec_gelu, "all"),
+    "gelu_tanh": (gelu_tanh, (), _spec_gelu_tanh, "all"),
 }
+
+# Functions whose error is judged against their conditioning, not in plain ulps: name -> the
+# factors (forward, slope) by which their ulps are divided at an input (the others: 1).
+CONDITION = {"gelu": _condition_gelu, "gelu_tanh": _condition_gelu_tanh}
 
 # The largest error allowed, in ulps: (forward, dx with dy = 1, dx with a random dy), per format.
 # A correctly rounded operation is within 0.5 ulp; every further rounding, and every input that
@@ -155,6 +209,11 @@ TOLERANCE = {
     "tanh": {"float64": (3, 4.5, 4.5), "float32": (3, 4.5, 4.5)},
     # four nodes, each within an ulp; dx = dy * y*y * exp(-x) compounds them (where it is valid)
     "sigmoid_graph": {"float64": (2, 4.5, 4.5), "float32": (2, 4.5, 4.5)},
+    # erfc (XLA's, within 8 ulps where it is used, x > -4), the split exp(-x**2 / 2), Mills's
+    # continued fraction in the tail (x**2 ulps without them); the slope in ulps of its larger term
+    "gelu": {"float64": (8.5, 4, 4), "float32": (7.5, 3.5, 3.5)},
+    # in ulps times 1 + 3 |w| (CONDITION; 1,170 plain ulps at x = -20): w's roundings, the sigmoid's
+    "gelu_tanh": {"float64": (1.5, 2, 2.5), "float32": (1.5, 2, 2.5)},
 }
 
 # Where the composed sigmoid graph can be accurate: dx = dy * y**2 * exp(-x) needs y**2 above
@@ -265,6 +324,9 @@ def errors(name: str, dtype: str):
             f, df = spec(read, mp.mpf(read))
             d = mp.mpf(float(dy[i]))
             e = (ulps(float(y[i]), f, dtype), ulps(float(dx_one[i]), df, dtype), ulps(float(dx_random[i]), d * df, dtype))
+            if name in CONDITION:
+                k_y, k_dx = CONDITION[name](mp.mpf(read))
+                e = (e[0] / k_y, e[1] / k_dx, e[2] / k_dx)
             flushed = ulps(0.0, df, dtype) == 0 and dx_random[i] == 0
             overflowed = ulps(math.inf, abs(df), dtype) == 0 and abs(dx_random[i]) == math.inf
             if flushed or overflowed:  # f'(x) itself flushes to 0 or overflows: so does dy * f'(x)
@@ -335,6 +397,8 @@ LIMITS = {
     "sigmoid": (1, 0, 0, 0, nan),
     "tanh": (1, 0, -1, 0, nan),
     "sigmoid_graph": (1, 0, 0, nan, nan),  # dx = y**2 * exp(-x) = 0 * inf at -inf (documented above)
+    "gelu": (inf, 1, 0, 0, nan),
+    "gelu_tanh": (inf, 1, 0, 0, nan),
 }
 
 

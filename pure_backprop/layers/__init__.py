@@ -1,6 +1,7 @@
 """The layers: each file holds one layer's math, forward and backward (chapter 5 of the seed
 note; chapter 6: batch norm, dropout, weight decay; chapter 7: convolution and pooling; the
-sequel: embedding, time-distributed affine and loss, recurrent layers, attention)."""
+sequel: embedding, time-distributed affine and loss, recurrent layers, attention; the
+transformer: layer norm, GELU, masked softmax, causal multi-head self-attention)."""
 
 from .affine import affine
 from .attention import attention, attention_weight, mask_from_lengths, time_attention, time_attention_weights, weight_sum
@@ -10,7 +11,9 @@ from .conv2d import conv2d
 from .dropout import dropout
 from .embedding import embedding
 from .flatten import flatten
+from .gelu import gelu, gelu_tanh
 from .gru import gru
+from .layer_norm import layer_norm
 from .lstm import lstm
 from .mse import mse
 from .pooling import avg_pool2d, max_pool2d
@@ -25,7 +28,7 @@ from .weight_decay import with_weight_decay
 
 __all__ = [
     "affine", "attention", "attention_weight", "avg_pool2d", "batch_norm", "conv2d", "dropout", "embedding",
-    "flatten", "gru", "lstm", "mask_from_lengths", "max_pool2d", "mse", "relu", "rnn", "sigmoid",
+    "flatten", "gelu", "gelu_tanh", "gru", "layer_norm", "lstm", "mask_from_lengths", "max_pool2d", "mse", "relu", "rnn", "sigmoid",
     "softmax_cross_entropy", "tanh", "time_affine", "time_attention", "time_attention_weights",
     "time_softmax_cross_entropy", "truncated_bptt", "weight_sum", "with_weight_decay",
 ]
