@@ -36,7 +36,8 @@ MODELS = {"mlp": {"epochs": 1000, "dropout": 0.0, **_PLAIN},
           "deepconvnet": {"epochs": 50, "dropout": 0.5, **_PLAIN}}
 MLP_ONLY = ("hidden", "activation", "batchnorm")
 IMAGE_DEFAULTS = {"dataset": "digits", "validation": 0.2, "optimizer": "sgd", "batch_size": 100, "augment": "affine"}
-SEQUENCE_ONLY = ("text", "steps", "embed", "seq_length", "clip", "tie", "no_reverse")
+SEQUENCE_ONLY = ("text", "steps", "embed", "seq_length", "clip", "tie", "no_reverse", "layers", "heads", "width",
+                 "warmup")
 FLOAT32_MAX = 3.4028234663852886e38  # training runs in float32: larger option values would become inf
 
 
@@ -121,6 +122,7 @@ _TRAIN_EXAMPLES = """\
   pure-backprop train --resume runs/one --epochs 3  # two more epochs
   pure-backprop train --model lstm-lm --out runs/lm     # character LSTM on Python's help text
   pure-backprop train --model lstm-lm --text my.txt     # on a UTF-8 file of your own
+  pure-backprop train --model gpt --out runs/gpt        # a 4-layer character GPT, the same text
   pure-backprop train --model attention-seq2seq --out runs/add   # 16+75 -> 91
   pure-backprop train --model attention-seq2seq --dataset date   # september 27, 1994 -> 1994-09-27"""
 _PREDICT_EXAMPLES = """\
@@ -129,7 +131,8 @@ _PREDICT_EXAMPLES = """\
   pure-backprop predict runs/date "september 27, 1994" "1/2/03"  # a seq2seq run"""
 _GENERATE_EXAMPLES = """\
   pure-backprop generate runs/lm --prompt "The " --length 200
-  pure-backprop generate runs/lm --prompt "def " --temperature 0.5 --seed 3"""
+  pure-backprop generate runs/lm --prompt "def " --temperature 0.5 --seed 3
+  pure-backprop generate runs/gpt --prompt "The " --temperature 0.8 --top-k 10"""
 _EVALUATE_EXAMPLES = """\
   pure-backprop evaluate runs/one                # its own test split
   pure-backprop evaluate runs/one --split val    # its validation split"""
@@ -141,7 +144,7 @@ _CHECK_EXAMPLES = """\
 
 
 def _train_description() -> str:
-    from .cli_sequences import LM_DEFAULTS as lm, SEQ2SEQ_DEFAULTS as s2s, SEQ2SEQ_EPOCHS
+    from .cli_sequences import GPT_DEFAULTS as g, LM_DEFAULTS as lm, SEQ2SEQ_DEFAULTS as s2s, SEQ2SEQ_EPOCHS
 
     mlp, conv, deep = MODELS["mlp"], MODELS["convnet"], MODELS["deepconvnet"]
     return f"""\
@@ -167,6 +170,11 @@ models (--model):
                {lm['seq_length']} characters (truncated backprop through time), batch {lm['batch_size']},
                {lm['optimizer']} {lm['lr']} with {lm['schedule']} decay over {lm['steps']} steps,
                gradients clipped to norm {lm['clip']}; reports validation bits per character
+  gpt          a character GPT on --dataset text: {g['layers']} pre-norm transformer blocks
+               ({g['heads']} heads, width {g['width']}, tanh GELU), learned positions, tied
+               embeddings, context {g['seq_length']}, random windows, batch {g['batch_size']}, AdamW {g['lr']:g} (weight
+               decay {g['weight_decay']:g} on the matrices), {g['warmup']} warm-up steps then cosine decay to
+               lr / 10 over {g['steps']} steps, clipping {g['clip']}; reports validation bits per character
   seq2seq, peeky-seq2seq, attention-seq2seq
                the sequel's encoder-decoder LSTMs on --dataset addition or date:
                embedding {s2s['embed']}, LSTMs of {s2s['hidden']}, reversed questions, batch
@@ -205,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--mirror", type=_mirror, default=None, metavar="URL",
                    help="http(s) or file URL of the folder of MNIST .gz files (default: the standard mirror)")
     t.add_argument("--model", choices=[*MODELS, *SEQUENCE_MODELS], default="mlp", metavar="MODEL",
-                   help="mlp, convnet, deepconvnet, rnn-lm, lstm-lm, gru-lm, seq2seq, peeky-seq2seq or "
+                   help="mlp, convnet, deepconvnet, rnn-lm, lstm-lm, gru-lm, gpt, seq2seq, peeky-seq2seq or "
                         "attention-seq2seq, described above (default %(default)s)")
     t.add_argument("--hidden", type=_widths, default=None, metavar="WIDTHS",
                    help="mlp hidden widths, e.g. 100,50 (default 50); one width for a sequence model's "
@@ -221,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"for deepconvnet as in the book, {lm['dropout']:g} for a language model)")
     t.add_argument("--weight-decay", type=_NON_NEGATIVE, default=None, metavar="LAMBDA",
                    help="L2 penalty 0.5*LAMBDA*sum(W**2) on the weights "
-                        f"(default {MODELS['mlp']['weight_decay']:g}; {MODELS['convnet']['weight_decay']:g} for convnet)")
+                        f"(default {MODELS['mlp']['weight_decay']:g}; {MODELS['convnet']['weight_decay']:g} for convnet); "
+                        "gpt: AdamW's decoupled decay of the matrices (default 0.1)")
     t.add_argument("--validation", type=_FRACTION, default=None, metavar="FRACTION",
                    help="fraction of the training data held out for validation (default 0.2; 0 trains on all; "
                         "0.1 for the sequence models: the end of the text, or 5,000 of the 50,000 examples)")
@@ -230,14 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "the sequence models)")
     t.add_argument("--lr", type=_positive(float, FLOAT32_MAX, " below 3.4e38 (float32)"), default=None,
                    help=f"learning rate (default {MODELS['mlp']['lr']}; {MODELS['convnet']['lr']} for convnet; "
-                        f"{lm['lr']:g} for a language model, {s2s['lr']:g} for seq2seq)")
+                        f"{lm['lr']:g} for a language model, 0.001 for gpt, {s2s['lr']:g} for seq2seq)")
     t.add_argument("--schedule", choices=SCHEDULES, default=None,
                    help="learning rate over the run: constant, or cosine decay from --lr to 0 over all steps "
+                        "(gpt: to --lr / 10, after its warm-up) "
                         f"(default {MODELS['mlp']['schedule']}; {MODELS['convnet']['schedule']} for convnet and "
                         "a language model)")
     t.add_argument("--batch-size", type=_positive(int), default=None, metavar="N",
                    help=f"training samples per update (default {IMAGE_DEFAULTS['batch_size']}; {lm['batch_size']} text "
-                        f"streams for a language model, {s2s['batch_size']} questions for seq2seq)")
+                        f"streams for a language model or windows for gpt, {s2s['batch_size']} questions for seq2seq)")
     t.add_argument("--epochs", type=_positive(int, MAX_EPOCHS, " below 2**31"), default=None, metavar="N",
                    help="passes over the training data (default "
                         + ", ".join(f"{m['epochs']} for {name}" for name, m in MODELS.items())
@@ -248,16 +258,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a language model: train on this UTF-8 file (default: the help topics of the running Python, "
                         "pydoc_data.topics)")
     t.add_argument("--steps", type=_positive(int, MAX_EPOCHS, " below 2**31"), default=None, metavar="N",
-                   help=f"a language model: training steps, one window of every stream each (default {lm['steps']})")
+                   help=f"a language model: training steps, one window of every stream each (default {lm['steps']}; "
+                        "1500 for gpt, batch-size random windows each)")
     t.add_argument("--embed", type=_positive(int), default=None, metavar="N",
                    help=f"a sequence model: embedding size (default {lm['embed']} for a language model, {s2s['embed']} "
                         "for seq2seq)")
     t.add_argument("--seq-length", type=_positive(int), default=None, metavar="T",
                    help="a language model: characters per window, the span of backprop through time "
-                        f"(default {lm['seq_length']})")
+                        f"(default {lm['seq_length']}); gpt: its context, the longest window it reads (default 128)")
     t.add_argument("--clip", type=_positive(float, FLOAT32_MAX, " below 3.4e38 (float32)"), default=None,
                    metavar="NORM", help="a sequence model: clip the gradient's global norm to NORM (optax; default "
-                                        f"{lm['clip']} for a language model, {s2s['clip']} for seq2seq)")
+                                        f"{lm['clip']} for a language model and gpt, {s2s['clip']} for seq2seq)")
+    t.add_argument("--layers", type=_positive(int), default=None, metavar="N",
+                   help="gpt: transformer blocks (default 4)")
+    t.add_argument("--heads", type=_positive(int), default=None, metavar="N",
+                   help="gpt: attention heads per block; --width must be a multiple (default 4)")
+    t.add_argument("--width", type=_positive(int), default=None, metavar="D",
+                   help="gpt: the width of the embeddings and of every block (default 128)")
+    t.add_argument("--warmup", type=_positive(int, MAX_EPOCHS, " below 2**31"), default=None, metavar="N",
+                   help="gpt: steps of linear learning-rate warm-up from 0 (default 100)")
     t.add_argument("--tie", action="store_true",
                    help="a language model: the output layer reuses the embedding's table (needs --embed = --hidden)")
     t.add_argument("--no-reverse", action="store_true",
@@ -315,8 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which split (default %(default)s)")
 
     g = commands.add_parser("generate", help=COMMANDS["generate"], formatter_class=raw,
-                            description="Write text with a trained language model (--model rnn-lm, lstm-lm or "
-                                        "gru-lm):\nthe prompt is read from a zero state, then each next character "
+                            description="Write text with a trained language model (--model rnn-lm, lstm-lm, "
+                                        "gru-lm or gpt):\nthe prompt is read from a zero state (a gpt: its last "
+                                        "context characters), then each next character "
                                         "is drawn from\nsoftmax(scores / temperature) and fed back. Prints the "
                                         "prompt and what follows.",
                             epilog=f"examples:\n{_GENERATE_EXAMPLES}")
@@ -328,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=_number(float, 0, "a finite number >= 0", low_open=False), default=1.0,
                    metavar="T", help="1 samples from the model's distribution; below 1 more likely characters, "
                                      "0 always the most likely one (default %(default)s)")
+    g.add_argument("--top-k", type=_positive(int), default=None, metavar="K",
+                   help="draw only among the K most likely characters (default: among all)")
     g.add_argument("--seed", type=_SEED, default=0, metavar="N", help="the sampling (default %(default)s)")
 
     c = commands.add_parser("check", help=COMMANDS["check"], formatter_class=raw,

@@ -1,8 +1,9 @@
 """``pure-backprop train`` for the sequence models, and ``generate``: the command line's half that
-trains language models (``--model rnn-lm|lstm-lm|gru-lm``, ``--dataset text``) and seq2seq models
+trains language models (``--model rnn-lm|lstm-lm|gru-lm|gpt``, ``--dataset text``) and seq2seq models
 (``--model seq2seq|peeky-seq2seq|attention-seq2seq``, ``--dataset addition|date``).
 
-The training loops are ``train_text.fit_language_model`` and ``train_seq2seq.fit_seq2seq``; the
+The training loops are ``train_text.fit_language_model``, ``train_gpt.fit_gpt`` and
+``train_seq2seq.fit_seq2seq``; the
 run folder's layout is ``sequence_runs``. Every default below was chosen on the validation split
 (``docs/sequences.md`` gives the figures and the commands that reproduce them).
 """
@@ -17,11 +18,16 @@ import time
 from pathlib import Path
 
 from .cli import UsageError, _finite_or_none, _warm_plotting, _write_atomic
-from .sequence_runs import LANGUAGE_MODELS, SEQ2SEQ_MODELS, SequenceRunError
+from .sequence_runs import GPT_MODELS, LANGUAGE_MODELS, SEQ2SEQ_MODELS, SequenceRunError
 
 # the defaults of each kind of model (an option missing from one does not apply to it)
 LM_DEFAULTS = {"dataset": "text", "embed": 64, "hidden": 256, "seq_length": 64, "batch_size": 32, "optimizer": "adam",
                "lr": 3e-3, "schedule": "cosine", "clip": 1.0, "steps": 2000, "dropout": 0.0, "validation": 0.1}
+# the GPT's: the configuration of the PyTorch reference (benchmarks/gpt_torch.py), AdamW with
+# betas (0.9, 0.99) and weight decay on the matrices, a warm-up and a cosine decay to lr / 10
+GPT_DEFAULTS = {"dataset": "text", "layers": 4, "heads": 4, "width": 128, "seq_length": 128, "batch_size": 32,
+                "lr": 1e-3, "schedule": "cosine", "warmup": 100, "clip": 1.0, "weight_decay": 0.1, "steps": 1500,
+                "validation": 0.1}
 SEQ2SEQ_DEFAULTS = {"dataset": "addition", "embed": 16, "hidden": 128, "batch_size": 128, "optimizer": "adam",
                     "lr": 1e-3, "schedule": "constant", "clip": 5.0, "validation": 0.1}
 SEQ2SEQ_EPOCHS = {"addition": 70, "date": 10}
@@ -31,6 +37,9 @@ IMAGE_ONLY = ("data_dir", "download", "mirror", "activation", "init", "batchnorm
               "resume", "checkpoint_every")
 LM_ONLY = ("text", "steps", "seq_length", "tie", "dropout")
 SEQ2SEQ_ONLY = ("epochs", "no_reverse")
+GPT_ONLY = ("layers", "heads", "width", "warmup")
+NOT_GPT = ("tie", "dropout", "embed", "hidden", "optimizer", "epochs", "no_reverse")  # the GPT has its own
+GPT_EVAL_EVERY = 250
 ATTENTION_EXAMPLES = 3  # validation examples drawn in attention.png
 
 
@@ -41,6 +50,11 @@ def _flag(name):
 def sequence_options(args) -> dict:
     """Check the options given for a sequence model and fill in its defaults; the options a run
     records (``sequence_runs``), without the data's own (``vocab``, sizes)."""
+    if args.model in GPT_MODELS:
+        return _gpt_options(args)
+    for name in GPT_ONLY:
+        if getattr(args, name, None):
+            raise UsageError(f"{_flag(name)} applies to --model gpt, not {args.model}")
     lm = args.model in LANGUAGE_MODELS
     for name in IMAGE_ONLY:
         if getattr(args, name, None):
@@ -81,10 +95,35 @@ def sequence_options(args) -> dict:
     return options
 
 
+def _gpt_options(args) -> dict:
+    for name in (*IMAGE_ONLY, *NOT_GPT):
+        if name != "weight_decay" and getattr(args, name, None):
+            also = " (it trains with AdamW)" if name == "optimizer" else ""
+            raise UsageError(f"{_flag(name)} does not apply to --model gpt{also}")
+    dataset = args.dataset or GPT_DEFAULTS["dataset"]
+    if dataset != "text":
+        raise UsageError(f"--dataset {dataset} does not suit --model gpt; choose text")
+    options = {"model": args.model, "dataset": dataset}
+    for name, default in GPT_DEFAULTS.items():
+        if name != "dataset":
+            value = getattr(args, name, None)
+            options[name] = default if value is None else value
+    if options["width"] % options["heads"]:
+        raise UsageError(f"--width {options['width']} must be a multiple of --heads {options['heads']} (each head "
+                         "reads width / heads features)")
+    if not 0 < options["validation"] < 1:
+        raise UsageError(f"--validation {options['validation']}: gpt needs a validation split, a fraction in (0, 1)")
+    options["text"] = args.text
+    options["seed"] = args.seed
+    return options
+
+
 def train_sequence(args, out: Path, stop, written: list) -> int:
     """Train the sequence model of ``args`` into the run folder ``out``; the exit code."""
     options = sequence_options(args)
     trainer = _Trainer(options, out, stop, written, args.no_progress)
+    if options["model"] in GPT_MODELS:
+        return trainer.gpt()
     return trainer.language_model() if options["model"] in LANGUAGE_MODELS else trainer.seq2seq()
 
 
@@ -136,6 +175,61 @@ class _Trainer:
         history = [{**h, "train_bits_per_char": text.bits_per_char(h["train_loss"])} for h in result.history]
         figures = {"val_bits_per_char": result.best_val_bits_per_char, "best_step": result.best_step,
                    "steps": history[-1]["step"], "last_val_bits_per_char": history[-1]["val_bits_per_char"]}
+        warm.join()
+        interrupted = result.interrupted or self.stop.requested
+        self._write(result.best_params, figures, history, interrupted,
+                    lambda path: _plot_language_model(history, path, self._title()))
+        print(f"validation bits per character {figures['val_bits_per_char']:.3f} (best, at step {result.best_step} "
+              f"of {figures['steps']})  ({self.seconds:.1f} s)")
+        return self._done(interrupted)
+
+    def gpt(self) -> int:
+        from . import text
+        from .train_gpt import fit_gpt, gpt_optimizer, random_windows, validation_windows
+
+        o = self.options
+        try:
+            corpus = text.load_text(o["text"], o["validation"])
+            validation_windows(corpus.val, o["seq_length"], f"{corpus.name}: its validation part (the last "
+                                                             f"{o['validation']:g})")
+            if len(corpus.train) < o["seq_length"] + 1:
+                raise text.TextError(f"{corpus.name}: its training part has {len(corpus.train)} characters, too few "
+                                     f"for one window of {o['seq_length']} and its next; use a shorter --seq-length")
+        except text.TextError as e:
+            raise UsageError(str(e)) from None
+        o.update(vocab=corpus.vocab)
+        self.data = {"text": corpus.name, "text_characters": corpus.characters, "text_sha256": corpus.sha256,
+                     "train_characters": int(len(corpus.train)), "val_characters": int(len(corpus.val)),
+                     "python_version": platform.python_version()}
+        steps = o["steps"]
+        network, params, _, key_check, key_train = self._init()
+        import jax.numpy as jnp
+
+        x, t = random_windows(key_check, jnp.asarray(corpus.train), o["batch_size"], o["seq_length"])
+        self._check_gradient(network, (), key_check, params, x, t)
+        optimizer = gpt_optimizer(o["lr"], steps, o["warmup"], o["lr"] / 10 if o["schedule"] == "cosine" else o["lr"],
+                                  o["weight_decay"], o["clip"])
+        self.stop.check()
+
+        bar = self._bar(steps, "step")
+        last = [0]
+
+        def on_eval(record):
+            bar.update(record["step"] - last[0])
+            last[0] = record["step"]
+            bar.set_postfix(val_bpc=f"{record['val_bits_per_char']:.3f}")
+
+        warm = _warm()
+        result = fit_gpt(network, optimizer, params, corpus.train, corpus.val, steps=steps, batch=o["batch_size"],
+                         context=o["seq_length"], key=key_train, eval_every=min(GPT_EVAL_EVERY, steps), on_eval=on_eval,
+                         should_stop=lambda: self.stop.requested)
+        bar.close()
+        if not result.history:
+            return 130
+        history = [{**h, "train_bits_per_char": text.bits_per_char(h["train_loss"])} for h in result.history]
+        figures = {"val_bits_per_char": result.best_val_bits_per_char, "best_step": result.best_step,
+                   "steps": history[-1]["step"], "last_val_bits_per_char": history[-1]["val_bits_per_char"],
+                   "ms_per_step": 1e3 * history[-1]["seconds"] / history[-1]["step"]}
         warm.join()
         interrupted = result.interrupted or self.stop.requested
         self._write(result.best_params, figures, history, interrupted,
@@ -249,6 +343,11 @@ class _Trainer:
 
     def _title(self):
         o = self.options
+        if o["model"] in GPT_MODELS:
+            return (f"{self.data['text']}: gpt, {o['layers']} layers, {o['heads']} heads, width {o['width']}, context "
+                    f"{o['seq_length']}\nadamw lr {o['lr']}, warm-up {o['warmup']}"
+                    f"{', cosine' if o['schedule'] == 'cosine' else ''}, weight decay {o['weight_decay']:g}, "
+                    f"clip {o['clip']}, batch {o['batch_size']}, seed {o['seed']}")
         what = (f"{o['model']}: embed {o['embed']}, hidden {o['hidden']}" + (", tied" if o.get("tie") else "")
                 + (f", dropout {o['dropout']}" if o.get("dropout") else ""))
         data = (self.data.get("text") if "text" in self.data else
@@ -385,7 +484,7 @@ def generate_command(args) -> int:
 
     run = _load(args.run)
     try:
-        text = generate(run, args.prompt, args.length, args.temperature, args.seed)
+        text = generate(run, args.prompt, args.length, args.temperature, args.seed, args.top_k)
     except SequenceRunError as e:
         raise UsageError(str(e)) from None
     print(args.prompt + text)

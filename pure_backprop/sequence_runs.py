@@ -27,8 +27,10 @@ from typing import NamedTuple
 import numpy as np
 
 LANGUAGE_MODELS = {"rnn-lm": "rnn", "lstm-lm": "lstm", "gru-lm": "gru"}
+GPT_MODELS = ("gpt",)
+TEXT_MODELS = (*LANGUAGE_MODELS, *GPT_MODELS)  # the models that read and write text: generate serves them
 SEQ2SEQ_MODELS = {"seq2seq": "plain", "peeky-seq2seq": "peeky", "attention-seq2seq": "attention"}
-SEQUENCE_MODELS = (*LANGUAGE_MODELS, *SEQ2SEQ_MODELS)
+SEQUENCE_MODELS = (*LANGUAGE_MODELS, *GPT_MODELS, *SEQ2SEQ_MODELS)
 
 
 class SequenceRunError(ValueError):
@@ -52,6 +54,10 @@ def sequence_network(options: dict):
 
         return language_model(len(options["vocab"]), options["embed"], options["hidden"], LANGUAGE_MODELS[model],
                               options["dropout"], options["tie"])
+    if model in GPT_MODELS:
+        from .gpt import gpt
+
+        return gpt(len(options["vocab"]), options["seq_length"], options["layers"], options["heads"], options["width"])
     if model in SEQ2SEQ_MODELS:
         from .seq2seq import seq2seq
 
@@ -61,7 +67,7 @@ def sequence_network(options: dict):
 
 def init_shape(options: dict, batch: int = 1):
     """The ``in_shape`` the network of ``options`` is initialized with (any batch serves)."""
-    if options["model"] in LANGUAGE_MODELS:
+    if options["model"] in TEXT_MODELS:
         return (batch, options["seq_length"])
     from .tasks import _WIDTHS
 
@@ -116,18 +122,20 @@ def load_sequence_run(folder) -> SequenceRun:
 
 
 def _require(run: SequenceRun, kind: str, command: str):
-    models = LANGUAGE_MODELS if kind == "language model" else SEQ2SEQ_MODELS
+    models = TEXT_MODELS if kind == "language model" else SEQ2SEQ_MODELS
     if run.options["model"] not in models:
-        other = "generate" if run.options["model"] in LANGUAGE_MODELS else "predict"
+        other = "generate" if run.options["model"] in TEXT_MODELS else "predict"
         raise SequenceRunError(f"{run.folder}: {command} needs a {kind} run; this run is {run.options['model']}; "
                                f"use 'pure-backprop {other}'")
 
 
-def generate(run: SequenceRun, prompt: str, length: int, temperature: float = 1.0, seed: int = 0) -> str:
+def generate(run: SequenceRun, prompt: str, length: int, temperature: float = 1.0, seed: int = 0,
+             top_k: int | None = None) -> str:
     """``length`` characters a language model's run writes after ``prompt``: the prompt read from
-    a zero state, then each character drawn from ``softmax(scores / temperature)`` (``temperature
-    0``: the most likely one) and fed back. A prompt with characters the run's vocabulary lacks
-    raises ``SequenceRunError`` naming them."""
+    a zero state (a GPT: its last ``context`` characters), then each character drawn from
+    ``softmax(scores / temperature)`` (``temperature 0``: the most likely one) and fed back. With
+    ``top_k = K`` only the ``K`` highest scores can be drawn (ties at the K-th score kept). A prompt
+    with characters the run's vocabulary lacks raises ``SequenceRunError`` naming them."""
     _require(run, "language model", "generate")
     if not prompt:
         raise SequenceRunError("generate: the prompt is empty; give at least one character to start from")
@@ -135,28 +143,84 @@ def generate(run: SequenceRun, prompt: str, length: int, temperature: float = 1.
         raise SequenceRunError(f"generate: length must be an int >= 0, got {length!r}")
     if not (isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature >= 0):
         raise SequenceRunError(f"generate: temperature must be a finite number >= 0, got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise SequenceRunError(f"generate: top_k must be a positive int or None, got {top_k!r}")
     vocab = run.options["vocab"]
     unknown = sorted(set(prompt) - set(vocab))
     if unknown:
         raise SequenceRunError(f"generate: the prompt has characters the run's text never had: {''.join(unknown)!r}")
-    ids = _sample(run.network, run.params, np.array([[vocab.index(c) for c in prompt]], np.int32), length,
-                  float(temperature), seed)
+    prompt_ids = np.array([[vocab.index(c) for c in prompt]], np.int32)
+    top_k = None if top_k is None or top_k >= len(vocab) else top_k  # every character: no cut
+    if run.options["model"] in GPT_MODELS:
+        ids = _sample_gpt(run.network, run.params, prompt_ids, run.options["seq_length"], length, float(temperature),
+                          seed, top_k)
+    else:
+        ids = _sample(run.network, run.params, prompt_ids, length, float(temperature), seed, top_k)
     return "".join(vocab[i] for i in ids)
 
 
-def _sample(network, params, prompt_ids, length, temperature, seed):
+def _draw(scores, key, temperature, top_k):
+    """One id per row of ``scores`` (N, V): the argmax at temperature 0, else drawn from
+    ``softmax(scores / temperature)`` over the ``top_k`` highest scores (all with ``None``)."""
+    import jax
+    import jax.numpy as jnp
+
+    if temperature == 0:
+        return jnp.argmax(scores, axis=-1).astype(jnp.int32)
+    if top_k is not None:
+        kth = jax.lax.top_k(scores, top_k)[0][:, -1:]
+        scores = jnp.where(scores < kth, -jnp.inf, scores)
+    return jax.random.categorical(key, scores / temperature, axis=-1).astype(jnp.int32)
+
+
+def _sample_gpt(network, params, prompt_ids, context, length, temperature, seed, top_k):
+    import jax
+    import jax.numpy as jnp
+
+    prompt = prompt_ids[0, -context:]  # a GPT reads at most its context
+    window = np.zeros((1, context), np.int32)
+    window[0, :len(prompt)] = prompt
+    return np.asarray(_gpt_sampler(network, context, length, temperature, top_k)(
+        params, jnp.asarray(window), len(prompt), jax.random.PRNGKey(seed))).tolist()
+
+
+@functools.lru_cache(maxsize=None)
+def _gpt_sampler(network, context, length, temperature, top_k):
+    """One compiled program per network, length, temperature and top-k. The window holds the last
+    ``context`` characters from its start; the scores at its last filled position depend on the
+    positions up to it only (the attention is causal), so what lies after it does not matter."""
+    import jax
+    import jax.numpy as jnp
+
+    def run(params, window, filled, key):
+        def step(carry, k):
+            window, filled = carry
+            scores = network.forward(params, window)[0][:, filled - 1]
+            token = _draw(scores, k, temperature, top_k)
+            full = filled == context
+            window = jnp.where(full, jnp.roll(window, -1, axis=1), window)  # drop the oldest when full
+            window = window.at[0, jnp.where(full, context - 1, filled)].set(token[0])
+            return (window, jnp.minimum(filled + 1, context)), token[0]
+
+        _, tokens = jax.lax.scan(step, (window, filled), jax.random.split(key, length))
+        return tokens
+
+    return jax.jit(run)
+
+
+def _sample(network, params, prompt_ids, length, temperature, seed, top_k=None):
     import jax
     import jax.numpy as jnp
 
     state_shapes = jax.eval_shape(lambda k: network.init(k, prompt_ids.shape)[1], jax.random.PRNGKey(0))
     state = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), state_shapes)
-    return np.asarray(_sampler(network, length, temperature)(params, state, jnp.asarray(prompt_ids),
-                                                            jax.random.PRNGKey(seed))).tolist()
+    return np.asarray(_sampler(network, length, temperature, top_k)(params, state, jnp.asarray(prompt_ids),
+                                                                   jax.random.PRNGKey(seed))).tolist()
 
 
 @functools.lru_cache(maxsize=None)
-def _sampler(network, length, temperature):
-    """One compiled program per network, length and temperature."""
+def _sampler(network, length, temperature, top_k=None):
+    """One compiled program per network, length, temperature and top-k."""
     import jax
     import jax.numpy as jnp
 
@@ -165,8 +229,7 @@ def _sampler(network, length, temperature):
 
         def step(carry, k):
             last, state = carry
-            token = (jnp.argmax(last, axis=-1) if temperature == 0 else
-                     jax.random.categorical(k, last / temperature, axis=-1)).astype(jnp.int32)
+            token = _draw(last, k, temperature, top_k)
             scores, state, _ = network.forward(params, state, token[:, None], None, False)
             return (scores[:, -1], state), token[0]
 

@@ -105,7 +105,7 @@ def test_a_damaged_params_file_is_named(lm_run, tmp_path):
         load_sequence_run(folder)
 
 
-MODELS = "rnn-lm, lstm-lm, gru-lm, seq2seq, peeky-seq2seq, attention-seq2seq"
+MODELS = "rnn-lm, lstm-lm, gru-lm, gpt, seq2seq, peeky-seq2seq, attention-seq2seq"
 
 
 def test_loading_refuses_what_is_not_a_sequence_run_naming_the_file(lm_run, tmp_path):

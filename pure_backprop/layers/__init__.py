@@ -18,17 +18,20 @@ from .lstm import lstm
 from .mse import mse
 from .pooling import avg_pool2d, max_pool2d
 from .relu import relu
+from .self_attention import causal_self_attention
 from .rnn import rnn
 from .sigmoid import sigmoid
+from .softmax import softmax
 from .softmax_cross_entropy import softmax_cross_entropy
 from .tanh import tanh
 from .time_affine import time_affine
 from .time_softmax_cross_entropy import time_softmax_cross_entropy
+from .transformer_block import transformer_block
 from .weight_decay import with_weight_decay
 
 __all__ = [
-    "affine", "attention", "attention_weight", "avg_pool2d", "batch_norm", "conv2d", "dropout", "embedding",
+    "affine", "attention", "attention_weight", "avg_pool2d", "batch_norm", "causal_self_attention", "conv2d", "dropout", "embedding",
     "flatten", "gelu", "gelu_tanh", "gru", "layer_norm", "lstm", "mask_from_lengths", "max_pool2d", "mse", "relu", "rnn", "sigmoid",
-    "softmax_cross_entropy", "tanh", "time_affine", "time_attention", "time_attention_weights",
-    "time_softmax_cross_entropy", "truncated_bptt", "weight_sum", "with_weight_decay",
+    "softmax", "softmax_cross_entropy", "tanh", "time_affine", "time_attention", "time_attention_weights",
+    "time_softmax_cross_entropy", "transformer_block", "truncated_bptt", "weight_sum", "with_weight_decay",
 ]

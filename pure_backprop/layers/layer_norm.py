@@ -33,9 +33,10 @@ into the form computed, with ``mean`` over the last axis::
 
     dx = (dxn - mean(dxn) - xn * mean(dxn * xn)) / std
 
-It is the projection of ``dxn`` away from the constants and from ``xn`` (the two directions along
-which the normalization cannot move its output), scaled by ``1 / std``. So ``sum(dx) = 0`` and
-``sum(dx * xn) = 0`` for every position, whatever ``dy``.
+It takes out of ``dxn`` the constants and the direction of ``xn``, along which the normalization
+cannot move its output, and scales by ``1 / std``. So ``sum(dx) = 0`` for every position, whatever
+``dy``, and ``sum(dx * xn) = sum(dxn * xn) (1 - mean(xn**2)) / std``, where ``1 - mean(xn**2) =
+eps / (var + eps)``: 0 but for ``eps``'s share.
 
 Numerics. The variance is the mean of squares of ``xc`` (two passes), never
 ``mean(x**2) - mu**2``, which cancels when ``|mu| >> std`` (float32 rows centred at 1e4 with

@@ -1,0 +1,277 @@
+"""The transformer's layers beyond the registry's two oracles: the properties their derivations
+state (layer norm's gradient is orthogonal to the constants and to ``xn``; a masked weight and its
+gradient are exactly 0; the causal mask keeps the gradient from reaching earlier positions from
+later ones; the lean backward equals the plain one), and a clear refusal of every bad argument,
+naming the layer, the argument and the shapes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from messages import raises_exactly
+from pure_backprop.gpt import gpt
+from pure_backprop.layers import causal_self_attention, gelu, gelu_tanh, layer_norm, softmax, transformer_block
+from pure_backprop.layers.self_attention import causal_mask
+
+KEY = jax.random.PRNGKey(0)
+
+
+def normal(shape, seed=0, dtype=jnp.float64):
+    return jax.random.normal(jax.random.PRNGKey(seed), shape, dtype)
+
+
+# --- layer norm -------------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True, scope="module")
+def float64():
+    with jax.enable_x64(True):
+        yield
+
+
+def test_layer_norm_gradient_sums_to_zero_and_is_orthogonal_to_xn_but_for_eps():
+    layer = layer_norm()
+    x = normal((3, 4, 6)) * 5 + 2
+    params = {"gamma": normal((6,), 1), "beta": normal((6,), 2)}
+    y, residuals = layer.forward(params, x)
+    dy = normal(y.shape, 3)
+    _, dx = layer.backward(params, residuals, dy)
+    xn, inv_std = residuals
+    np.testing.assert_allclose(jnp.sum(dx, -1), 0, atol=1e-12)
+    dxn_xn = jnp.sum(params["gamma"][None, None] * dy * xn, -1)
+    np.testing.assert_allclose(jnp.sum(dx * xn, -1), dxn_xn * (1 - jnp.mean(xn**2, -1)) * inv_std[..., 0], rtol=1e-6,
+                               atol=1e-15)  # 0 but for eps's share
+    np.testing.assert_allclose(jnp.mean(residuals.xn, -1), 0, atol=1e-12)
+    np.testing.assert_allclose(jnp.mean(residuals.xn**2, -1), 1 - 1e-5 * residuals.inv_std[..., 0] ** 2, rtol=1e-12)
+
+
+def test_layer_norm_of_rows_far_from_zero_keeps_their_digits():
+    """Two passes: float32 rows centred at 1e4 with spread 1 normalize as well as rows at 0."""
+    layer = layer_norm()
+    x = normal((4, 8), dtype=jnp.float32)
+    params = {"gamma": jnp.ones(8, jnp.float32), "beta": jnp.zeros(8, jnp.float32)}
+    near, far = layer.forward(params, x)[0], layer.forward(params, x + 1e4)[0]
+    np.testing.assert_allclose(far, near, atol=2e-3)
+
+
+def test_a_constant_row_gives_beta_and_a_finite_gradient():
+    layer = layer_norm()
+    params = {"gamma": jnp.full(3, 2.0), "beta": jnp.array([1.0, -1.0, 0.5])}
+    y, residuals = layer.forward(params, jnp.full((2, 3), 7.0))
+    np.testing.assert_array_equal(y, jnp.broadcast_to(params["beta"], (2, 3)))
+    dy = jnp.array([[1.0, 2.0, 3.0], [0.0, 0.0, 1.0]])
+    _, dx = layer.backward(params, residuals, dy)
+    np.testing.assert_allclose(dx, 2.0 * (dy - dy.mean(-1, keepdims=True)) / jnp.sqrt(1e-5), rtol=1e-12)
+
+
+def test_layer_norm_refuses_bad_arguments():
+    with raises_exactly(ValueError, "layer_norm: eps must be a positive finite float, got 0"):
+        layer_norm(0)
+    layer = layer_norm()
+    with raises_exactly(ValueError, "layer_norm: in_shape must end in the features (..., D) with D >= 1, got (3, 0)"):
+        layer.init(KEY, (3, 0))
+    params, _ = layer.init(KEY, (2, 4))
+    with raises_exactly(ValueError, "layer_norm: params must be a dict with keys ['beta', 'gamma'], got ['gamma']"):
+        layer.forward({"gamma": params["gamma"]}, normal((2, 4)))
+    with raises_exactly(ValueError, "layer_norm: gamma shape (4,) does not match x shape (2, 5); expected (D,) = (5,)"):
+        layer.forward(params, normal((2, 5)))
+    with raises_exactly(ValueError, "layer_norm: x must have a floating-point dtype, got int32; convert with "
+                                    "x.astype(jnp.float32)"):
+        layer.forward(params, jnp.zeros((2, 4), jnp.int32))
+    _, residuals = layer.forward(params, normal((2, 4)))
+    with raises_exactly(ValueError, "layer_norm: dy shape (2, 3) does not match output shape (2, 4)"):
+        layer.backward(params, residuals, normal((2, 3)))
+
+
+# --- GELU and softmax -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("layer, name", [(gelu, "gelu"), (gelu_tanh, "gelu_tanh")])
+def test_gelu_refuses_integers_and_a_mismatched_dy(layer, name):
+    with raises_exactly(ValueError, f"{name}: x must have a floating-point dtype, got int32; convert with "
+                                    "x.astype(jnp.float32)"):
+        layer.forward((), jnp.zeros(3, jnp.int32))
+    _, x = layer.forward((), normal((3,)))
+    with raises_exactly(ValueError, f"{name}: dy shape (4,) does not match x shape (3,)"):
+        layer.backward((), x, normal((4,)))
+
+
+def test_gelu_at_zero_and_one_is_the_closed_form():
+    """``gelu(1) = Phi(1)``, ``gelu'(0) = 1/2`` for both forms; ``gelu'(1) = Phi(1) + phi(1)``."""
+    y, r = gelu.forward((), jnp.array([0.0, 1.0]))
+    _, dx = gelu.backward((), r, jnp.ones(2))
+    phi_1, cdf_1 = np.exp(-0.5) / np.sqrt(2 * np.pi), 0.8413447460685429
+    np.testing.assert_allclose(y, [0.0, cdf_1], rtol=1e-15)
+    np.testing.assert_allclose(dx, [0.5, cdf_1 + phi_1], rtol=1e-15)
+    y, r = gelu_tanh.forward((), jnp.array([0.0, 1.0]))
+    _, dx = gelu_tanh.backward((), r, jnp.ones(2))
+    u = np.sqrt(2 / np.pi) * (1 + 0.044715)
+    np.testing.assert_allclose(y, [0.0, 0.5 * (1 + np.tanh(u))], rtol=1e-15)
+    assert float(dx[0]) == 0.5
+
+
+def test_masked_entries_and_fully_masked_rows_are_exactly_zero():
+    mask = jnp.array([[0.0, -jnp.inf, 0.0], [-jnp.inf, -jnp.inf, -jnp.inf]])
+    layer = softmax(-1, mask)
+    y, residuals = layer.forward((), normal((2, 3)) * 100)
+    _, dx = layer.backward((), residuals, normal((2, 3), 1))
+    assert float(y[0, 1]) == 0.0 and float(dx[0, 1]) == 0.0
+    np.testing.assert_array_equal(y[1], 0.0)
+    np.testing.assert_array_equal(dx[1], 0.0)
+    np.testing.assert_allclose(jnp.sum(y[0]), 1.0, rtol=1e-15)
+
+
+def test_softmax_refuses_bad_arguments():
+    with raises_exactly(ValueError, "softmax: axis must be an int, got 'last'"):
+        softmax("last")
+    with raises_exactly(ValueError, "softmax: mask must have a floating-point dtype, got bool; convert with "
+                                    "mask.astype(jnp.float32)"):
+        softmax(-1, jnp.ones((2, 2), bool))
+    with raises_exactly(ValueError, "softmax: axis 2 is out of range for x shape (2, 3)"):
+        softmax(2).forward((), normal((2, 3)))
+    with raises_exactly(ValueError, "softmax: mask shape (3, 3) does not broadcast to x shape (2, 3)"):
+        softmax(-1, jnp.zeros((3, 3))).forward((), normal((2, 3)))
+    with raises_exactly(ValueError, "softmax: mask shape (2, 3) does not broadcast to x shape (3,)"):
+        softmax(-1, jnp.zeros((2, 3))).forward((), normal((3,)))
+    y, residuals = softmax().forward((), normal((2, 3)))
+    with raises_exactly(ValueError, "softmax: dy shape (3, 2) does not match output shape (2, 3)"):
+        softmax().backward((), residuals, normal((3, 2)))
+
+
+# --- self-attention -----------------------------------------------------------------------------
+
+def attention_params(layer, shape, seed=0):
+    params, _ = layer.init(jax.random.PRNGKey(seed), shape, jnp.float64)
+    return jax.tree_util.tree_map(lambda a: a + 0.3 * normal(a.shape, seed + 1), params)
+
+
+def test_the_causal_mask_keeps_later_positions_out():
+    """Position i reads positions 0..i: changing a later input leaves its output alone, and the
+    gradient of output i reaches inputs 0..i only."""
+    layer = causal_self_attention(2)
+    params = attention_params(layer, (2, 5, 4))
+    x = normal((2, 5, 4), 3)
+    y, residuals = layer.forward(params, x)
+    y2, _ = layer.forward(params, x.at[:, 3:].add(1.0))
+    np.testing.assert_array_equal(y2[:, :3], y[:, :3])
+    assert not np.allclose(y2[:, 3:], y[:, 3:])
+    _, dx = layer.backward(params, residuals, jnp.zeros_like(y).at[:, 2].set(1.0))
+    reached = jnp.abs(dx).sum(axis=(0, 2))
+    assert bool(jnp.all(reached[:3] > 0)) and bool(jnp.all(reached[3:] == 0))
+    assert float(residuals.weights[0, 0, 0, 0]) == 1.0  # the first position attends to itself alone
+    np.testing.assert_array_equal(jnp.triu(residuals.weights, 1), 0.0)
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 64])
+def test_the_lean_backward_equals_the_plain_one(block):
+    plain, lean = causal_self_attention(2), causal_self_attention(2, "lean", block)
+    params = attention_params(plain, (2, 7, 4))
+    x, dy = normal((2, 7, 4), 3), normal((2, 7, 4), 4)
+    y, r_plain = plain.forward(params, x)
+    y_lean, r_lean = lean.forward(params, x)
+    np.testing.assert_allclose(y_lean, y, rtol=1e-13, atol=1e-14)
+    for a, b in zip(jax.tree_util.tree_leaves(lean.backward(params, r_lean, dy)),
+                    jax.tree_util.tree_leaves(plain.backward(params, r_plain, dy))):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+    weights = jnp.exp(jnp.einsum("nhid,nhjd->nhij", r_lean.q, r_lean.k) / jnp.sqrt(2.0)
+                      + causal_mask(7, jnp.float64)[None, None] - r_lean.logsumexp[..., None])
+    np.testing.assert_allclose(weights, r_plain.weights, rtol=1e-12, atol=1e-15)  # l is the row's log-sum-exp
+
+
+def test_the_lean_forward_keeps_no_weights():
+    lean = causal_self_attention(2, "lean")
+    params = attention_params(lean, (1, 6, 4))
+    _, residuals = lean.forward(params, normal((1, 6, 4)))
+    assert max(a.size for a in jax.tree_util.tree_leaves(residuals)) < 1 * 2 * 6 * 6 * 3
+
+
+def test_self_attention_refuses_bad_arguments():
+    for kwargs, message in (({"heads": 0}, "heads must be a positive int, got 0"),
+                            ({"heads": 2, "backward": "flash"}, "backward must be one of ('plain', 'lean'), got 'flash'"),
+                            ({"heads": 2, "block": 0}, "block must be a positive int, got 0")):
+        with raises_exactly(ValueError, f"causal_self_attention: {message}"):
+            causal_self_attention(**kwargs)
+    layer = causal_self_attention(3)
+    with raises_exactly(ValueError, "causal_self_attention: the width D = 4 must be a multiple of heads = 3 (each head "
+                                    "takes D / heads features)"):
+        layer.init(KEY, (2, 5, 4))
+    with raises_exactly(ValueError, "causal_self_attention: in_shape must be (batch, time, features), got (2, 4)"):
+        layer.init(KEY, (2, 4))
+    layer = causal_self_attention(2)
+    params = attention_params(layer, (2, 5, 4))
+    with raises_exactly(ValueError, "causal_self_attention: params must be a dict with keys ['out', 'qkv'], got ['qkv']"):
+        layer.forward({"qkv": params["qkv"]}, normal((2, 5, 4)))
+    with raises_exactly(ValueError, "causal_self_attention: x must have 3 axes, got shape (5, 4) (batch, time, features)"):
+        layer.forward(params, normal((5, 4)))
+    with raises_exactly(ValueError, "causal_self_attention: x has no sequence or no position (shape (2, 0, 4)); give "
+                                    "N, T >= 1"):
+        layer.forward(params, normal((2, 0, 4)))
+    with raises_exactly(ValueError, "causal_self_attention: qkv W shape (4, 12) does not match x shape (2, 5, 6); "
+                                    "expected (D, 3D) = (6, 18)"):
+        layer.forward(params, normal((2, 5, 6)))
+    with raises_exactly(ValueError, "causal_self_attention: out W shape (4, 3) does not match x shape (2, 5, 4); "
+                                    "expected (D, D) = (4, 4)"):
+        layer.forward({**params, "out": {"W": params["out"]["W"][:, :3], "b": params["out"]["b"]}}, normal((2, 5, 4)))
+    for backward in ("plain", "lean"):
+        layer = causal_self_attention(2, backward)
+        _, residuals = layer.forward(params, normal((2, 5, 4)))
+        with raises_exactly(ValueError, "causal_self_attention: dy shape (2, 4, 4) does not match output shape "
+                                        "(2, 5, 4)"):
+            layer.backward(params, residuals, normal((2, 4, 4)))
+
+
+# --- the block and the GPT --------------------------------------------------------------------
+
+def test_a_block_with_zero_projections_is_the_identity_and_passes_dy_through():
+    """The residual's identity path: with the attention's ``out`` and the MLP's ``proj`` at 0
+    the block returns ``x`` and its ``dx`` is ``dy`` exactly."""
+    block = transformer_block(2, activation="gelu", out_init=jax.nn.initializers.zeros)
+    params, _ = block.init(KEY, (2, 3, 4), jnp.float64)
+    x, dy = normal((2, 3, 4)), normal((2, 3, 4), 1)
+    y, residuals = block.forward(params, x)
+    np.testing.assert_array_equal(y, x)
+    grads, dx = block.backward(params, residuals, dy)
+    np.testing.assert_array_equal(dx, dy)
+    assert float(jnp.abs(grads["proj"]["W"]).sum()) > 0  # proj itself still learns
+
+
+def test_the_block_and_the_gpt_refuse_bad_arguments():
+    with raises_exactly(ValueError, "transformer_block: mlp_ratio must be a positive int, got 0"):
+        transformer_block(2, mlp_ratio=0)
+    with raises_exactly(ValueError, "transformer_block: activation must be one of ['gelu', 'gelu_tanh'], got 'relu'"):
+        transformer_block(2, activation="relu")
+    block = transformer_block(2)
+    with raises_exactly(ValueError, "transformer_block: in_shape must be (batch, time, features), got (3, 4)"):
+        block.init(KEY, (3, 4))
+    params, _ = block.init(KEY, (1, 2, 4))
+    with raises_exactly(ValueError, "transformer_block: params must be a dict with keys ['attn', 'fc', 'ln_1', 'ln_2', "
+                                    "'proj'], got ['attn']"):
+        block.forward({"attn": params["attn"]}, normal((1, 2, 4), dtype=jnp.float32))
+    with raises_exactly(ValueError, "gpt: layers must be a positive int, got 0"):
+        gpt(5, 4, layers=0)
+    with raises_exactly(ValueError, "gpt: width = 6 must be a multiple of heads = 4"):
+        gpt(5, 4, width=6)
+    net = gpt(5, 4, layers=1, heads=2, width=4)
+    with raises_exactly(ValueError, "gpt: in_shape must be (batch, T) with 1 <= T <= context = 4, got (2, 5)"):
+        net.init(KEY, (2, 5))
+    params, _ = net.init(KEY, (2, 3))
+    ids = jnp.zeros((2, 3), jnp.int32)
+    with raises_exactly(ValueError, "gpt: params['blocks'] must hold 1 blocks, got 0"):
+        net.forward({**params, "blocks": ()}, ids)
+    with raises_exactly(ValueError, "gpt: params must be a dict with keys ['blocks', 'ln_f', 'pe', 'te'], got ['te']"):
+        net.forward({"te": params["te"]}, ids)
+    with raises_exactly(ValueError, "gpt: ids must have 2 axes, got shape (3,) (batch, T): a window of ids per sequence"):
+        net.forward(params, ids[0])
+    with raises_exactly(ValueError, "gpt: te W shape (5, 6) does not match pe W shape (4, 4): both need the width 4"):
+        net.forward({**params, "te": {"W": jnp.zeros((5, 6))}}, ids)
+    _, residuals = net.forward(params, ids)
+    with raises_exactly(ValueError, "gpt: dscores shape (2, 3, 4) does not match the scores' shape (2, 3, 5)"):
+        net.backward(params, residuals, jnp.zeros((2, 3, 4)))
+
+
+def test_positions_past_the_window_get_exactly_zero_gradient():
+    net = gpt(5, 6, layers=1, heads=2, width=4)
+    params, _ = net.init(KEY, (2, 4), jnp.float64)
+    scores, residuals = net.forward(params, jnp.array([[0, 1, 2, 3], [4, 3, 2, 1]]))
+    grads, _ = net.backward(params, residuals, normal(scores.shape))
+    np.testing.assert_array_equal(grads["pe"]["W"][4:], 0.0)
+    assert bool(jnp.all(jnp.abs(grads["pe"]["W"][:4]).sum(-1) > 0))
