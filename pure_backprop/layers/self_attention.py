@@ -26,10 +26,10 @@ Backward, node by node from the output (``@`` over the last two axes, ``^T`` swa
     dW_qkv, db_qkv, dx = time_affine backward(concat(merge(dq), merge(dk), merge(dv)))
 
 The memory-lean backward (``backward="lean"``). The plain one keeps ``p``, ``N H T T`` numbers
-(at T = 1024, batch 32 and 4 heads: 512 MiB in float32 per layer). The lean forward keeps only
-``o`` and each query's log-sum-exp ``l_i = log sum_j exp(s_ij)`` (masked entries left out); the
-backward recomputes ``p_ij = exp(s_ij - l_i)`` for a block of ``B`` queries at a time, so no more
-than ``N H B T`` weights exist at once. Its softmax term uses ``sum_j p_ij dp_ij = sum_j p_ij
+(at T = 1024, batch 32 and 4 heads: 512 MiB in float32 per layer). The lean forward runs over
+blocks of ``B`` queries and keeps only ``o`` and each query's log-sum-exp
+``l_i = log sum_j exp(s_ij)`` (masked entries left out); the backward recomputes
+``p_ij = exp(s_ij - l_i)`` block by block, so no more than ``N H B T`` weights exist at once. Its softmax term uses ``sum_j p_ij dp_ij = sum_j p_ij
 (do_i . v_j) = do_i . o_i``, which needs no full row of ``p``::
 
     delta_i = sum(do_i * o_i)                        # (N, H, T): once, before the blocks
@@ -129,17 +129,11 @@ def causal_self_attention(heads: int, backward: str = "plain", block: int = 64, 
         qkv, r_qkv = affine_forward(params["qkv"], x)
         q, k, v = (_heads(a, heads) for a in jnp.split(qkv, 3, axis=2))
         scale = 1.0 / math.sqrt(d // heads)
-        s = jnp.einsum("nhid,nhjd->nhij", q, k) * scale
-        mask = causal_mask(t, s.dtype)[None, None]
         if lean:
-            z = s + mask
-            top = jnp.max(z, axis=-1, keepdims=True)  # the diagonal is never masked: finite
-            e = jnp.exp(z - top)
-            total = jnp.sum(e, axis=-1, keepdims=True)
-            o = jnp.einsum("nhij,nhjd->nhid", e / total, v)
-            lse = (top + jnp.log(total))[..., 0]
+            o, lse = _lean_forward(q, k, v, scale, block)
         else:
-            p = _softmax(s + mask, None)
+            s = jnp.einsum("nhid,nhjd->nhij", q, k) * scale
+            p = _softmax(s + causal_mask(t, s.dtype)[None, None], None)
             o = jnp.einsum("nhij,nhjd->nhid", p, v)
         y, r_out = affine_forward(params["out"], _merge(o))
         if lean:
@@ -167,23 +161,14 @@ def causal_self_attention(heads: int, backward: str = "plain", block: int = 64, 
         g_out, dmerged = affine_backward(params["out"], r_out, dy)
         do = _heads(dmerged, heads)
         delta = jnp.sum(do * o, axis=-1)  # (N, H, T): sum_j p_ij dp_ij, row by row
-        b = min(block, t)
-        blocks = -(-t // b)
-        pad = blocks * b - t  # the last block is padded with queries that see nothing
-
-        def padded(a):
-            return jnp.pad(a, [(0, 0), (0, 0), (0, pad)] + [(0, 0)] * (a.ndim - 3))
-
-        qb, dob, lseb, deltab = (padded(a) for a in (q, do, lse, delta))
-        rows = jnp.arange(blocks * b).reshape(blocks, b)
+        b, blocks, take, visible = _query_blocks(t, block)
+        qb, dob, lseb, deltab = (_padded(a, blocks * b) for a in (q, do, lse, delta))
 
         def one_block(carry, i):
             dk, dv = carry
-            take = lambda a: jax.lax.dynamic_slice_in_dim(a, i * b, b, axis=2)  # noqa: E731
-            q_i, do_i, lse_i, delta_i = take(qb), take(dob), take(lseb), take(deltab)
-            visible = (jnp.arange(t)[None, :] <= rows[i][:, None]) & (rows[i][:, None] < t)  # (B, T)
+            q_i, do_i, lse_i, delta_i = take(qb, i), take(dob, i), take(lseb, i), take(deltab, i)
             s_i = jnp.einsum("nhid,nhjd->nhij", q_i, k) * scale
-            p_i = jnp.where(visible, jnp.exp(jnp.where(visible, s_i - lse_i[..., None], -jnp.inf)), 0.0)
+            p_i = jnp.where(visible(i), jnp.exp(jnp.where(visible(i), s_i - lse_i[..., None], -jnp.inf)), 0.0)
             dp_i = jnp.einsum("nhid,nhjd->nhij", do_i, v)
             ds_i = p_i * (dp_i - delta_i[..., None])
             dq_i = jnp.einsum("nhij,nhjd->nhid", ds_i, k) * scale
@@ -201,6 +186,49 @@ def causal_self_attention(heads: int, backward: str = "plain", block: int = 64, 
         return {"qkv": g_qkv, "out": g_out}, dx
 
     return Layer(init, forward, lean_backward if lean else plain_backward)
+
+
+def _padded(a, length):
+    """``a`` (N, H, T, ...) padded with zeros along T to ``length``."""
+    return jnp.pad(a, [(0, 0), (0, 0), (0, length - a.shape[2])] + [(0, 0)] * (a.ndim - 3))
+
+
+def _query_blocks(t, block):
+    """``(B, blocks, take, visible)``: queries in ``blocks`` blocks of ``B = min(block, T)`` (the
+    last one padded with queries that see nothing); ``take(a, i)`` is block ``i`` of a padded
+    ``a``, ``visible(i)`` the (B, T) mask of the keys its queries see (``j <= i``, real queries)."""
+    b = min(block, t)
+    blocks = -(-t // b)
+    rows = jnp.arange(blocks * b).reshape(blocks, b)
+
+    def take(a, i):
+        return jax.lax.dynamic_slice_in_dim(a, i * b, b, axis=2)
+
+    def visible(i):
+        return (jnp.arange(t)[None, :] <= rows[i][:, None]) & (rows[i][:, None] < t)
+
+    return b, blocks, take, visible
+
+
+def _lean_forward(q, k, v, scale, block):
+    """``(o, l)``: the attention's output (N, H, T, d) and each query's log-sum-exp (N, H, T),
+    ``block`` queries at a time, so no more than (N, H, block, T) scores exist at once."""
+    n, h, t, d = q.shape
+    b, blocks, take, visible = _query_blocks(t, block)
+    qb = _padded(q, blocks * b)
+
+    def one_block(_, i):
+        s_i = jnp.where(visible(i), jnp.einsum("nhid,nhjd->nhij", take(qb, i), k) * scale, -jnp.inf)
+        top = jnp.max(s_i, axis=-1, keepdims=True)
+        top = jnp.where(jnp.isfinite(top), top, 0.0)  # a padded query sees nothing: its row is all -inf
+        e = jnp.exp(s_i - top)  # 0 where masked
+        total = jnp.sum(e, axis=-1, keepdims=True)
+        o_i = jnp.einsum("nhij,nhjd->nhid", e / jnp.where(total > 0, total, 1.0), v)
+        return None, (o_i, (top + jnp.log(total))[..., 0])
+
+    _, (os, lses) = jax.lax.scan(one_block, None, jnp.arange(blocks))
+    o = jnp.moveaxis(os, 0, 2).reshape(n, h, blocks * b, d)[:, :, :t]
+    return o, jnp.moveaxis(lses, 0, 2).reshape(n, h, blocks * b)[:, :, :t]
 
 
 def _heads(a, heads):
