@@ -64,13 +64,39 @@ def test_a_constant_row_gives_beta_and_a_finite_gradient():
     np.testing.assert_allclose(dx, 2.0 * (dy - dy.mean(-1, keepdims=True)) / jnp.sqrt(1e-5), rtol=1e-12)
 
 
+def test_layer_norm_takes_any_rank_and_one_feature_and_builds_its_dtype():
+    layer = layer_norm()
+    for shape, dtype in (((4,), jnp.float32), ((2, 1), jnp.float64), ((2, 3, 5), jnp.float64)):
+        params, out_shape = layer.init(KEY, shape, dtype)  # float32 while x64 is on: not the default
+        assert out_shape == shape
+        assert {k: (v.shape, v.dtype) for k, v in params.items()} == {"gamma": ((shape[-1],), dtype),
+                                                                       "beta": ((shape[-1],), dtype)}
+        np.testing.assert_array_equal(params["gamma"], 1.0)
+        np.testing.assert_array_equal(params["beta"], 0.0)
+    y, _ = layer.forward(params, normal((2, 3, 5)))
+    assert y.shape == (2, 3, 5)
+    y, _ = layer.forward({"gamma": jnp.ones(1), "beta": jnp.full(1, 0.5)}, normal((3, 1)))
+    np.testing.assert_array_equal(y, 0.5)  # one feature: xn = 0
+
+
 def test_layer_norm_refuses_bad_arguments():
-    with raises_exactly(ValueError, "layer_norm: eps must be a positive finite float, got 0"):
-        layer_norm(0)
+    for eps in (0, True, float("inf")):
+        with raises_exactly(ValueError, f"layer_norm: eps must be a positive finite float, got {eps!r}"):
+            layer_norm(eps)
     layer = layer_norm()
     with raises_exactly(ValueError, "layer_norm: in_shape must end in the features (..., D) with D >= 1, got (3, 0)"):
         layer.init(KEY, (3, 0))
+    with raises_exactly(ValueError, "layer_norm: in_shape must end in the features (..., D) with D >= 1, got ()"):
+        layer.init(KEY, ())
     params, _ = layer.init(KEY, (2, 4))
+    with raises_exactly(ValueError, "layer_norm: params must be a dict with keys ['beta', 'gamma'], got tuple"):
+        layer.forward((params["gamma"], params["beta"]), normal((2, 4)))
+    with raises_exactly(ValueError, "layer_norm: x must have at least 1 axes, got shape () (..., D): the features last"):
+        layer.forward(params, jnp.float64(1.0))
+    with raises_exactly(ValueError, "layer_norm: x has no features to normalize over (shape (2, 0)); give D >= 1"):
+        layer.forward({"gamma": jnp.ones(0), "beta": jnp.zeros(0)}, normal((2, 0)))
+    with raises_exactly(ValueError, "layer_norm: beta shape (3,) does not match x shape (2, 4); expected (D,) = (4,)"):
+        layer.forward({"gamma": params["gamma"], "beta": jnp.zeros(3)}, normal((2, 4)))
     with raises_exactly(ValueError, "layer_norm: params must be a dict with keys ['beta', 'gamma'], got ['gamma']"):
         layer.forward({"gamma": params["gamma"]}, normal((2, 4)))
     with raises_exactly(ValueError, "layer_norm: gamma shape (4,) does not match x shape (2, 5); expected (D,) = (5,)"):
@@ -93,6 +119,19 @@ def test_gelu_refuses_integers_and_a_mismatched_dy(layer, name):
     _, x = layer.forward((), normal((3,)))
     with raises_exactly(ValueError, f"{name}: dy shape (4,) does not match x shape (3,)"):
         layer.backward((), x, normal((4,)))
+
+
+@pytest.mark.parametrize("layer", [gelu, gelu_tanh], ids=["gelu", "gelu_tanh"])
+def test_gelu_keeps_the_inputs_dtype_with_float64_on(layer):
+    """float32 in, float32 out, however many scaled intermediates (x64 is on in this module)."""
+    x = jnp.array([-1e4, -30.0, -5.0, -0.5, 0.0, 2.0, 1e4, jnp.inf, -jnp.inf], jnp.float32)
+    y, residuals = layer.forward((), x)
+    _, dx = layer.backward((), residuals, jnp.ones_like(x))
+    assert y.dtype == dx.dtype == jnp.float32
+    y64, residuals64 = layer.forward((), x.astype(jnp.float64))
+    # float32 underflows at -30; the tanh form's error is a few ulps times 1 + 3|v| (v = -63 at -5)
+    np.testing.assert_allclose(y, y64, rtol=2e-5, atol=1e-37)
+    np.testing.assert_allclose(dx, layer.backward((), residuals64, jnp.ones(9))[1], rtol=2e-5, atol=1e-37)
 
 
 def test_gelu_at_zero_and_one_is_the_closed_form():
@@ -120,7 +159,28 @@ def test_masked_entries_and_fully_masked_rows_are_exactly_zero():
     np.testing.assert_allclose(jnp.sum(y[0]), 1.0, rtol=1e-15)
 
 
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_softmax_along_any_axis_of_three_with_a_finite_bias(axis):
+    """A mask is added: finite entries shift the scores (a bias), they do not only select."""
+    x = normal((2, 3, 4))
+    bias = jnp.broadcast_to(jnp.linspace(-2.0, 1.0, x.shape[axis]).reshape([-1 if a == axis % 3 else 1 for a in range(3)]),
+                            x.shape)
+    for mask in (None, bias):
+        layer = softmax(axis, mask)
+        assert layer.init(KEY, x.shape) == ((), x.shape)
+        y, residuals = layer.forward((), x)
+        expected = jax.nn.softmax(x if mask is None else x + mask, axis=axis)
+        np.testing.assert_allclose(y, expected, rtol=1e-14)
+        dy = normal(x.shape, 1)
+        _, dx = layer.backward((), residuals, dy)
+        np.testing.assert_allclose(dx, expected * (dy - jnp.sum(expected * dy, axis=axis, keepdims=True)), rtol=1e-12,
+                                   atol=1e-15)
+
+
 def test_softmax_refuses_bad_arguments():
+    with raises_exactly(ValueError, "softmax: x must have a floating-point dtype, got int32; convert with "
+                                    "x.astype(jnp.float32)"):
+        softmax().forward((), jnp.zeros(3, jnp.int32))
     with raises_exactly(ValueError, "softmax: axis must be an int, got 'last'"):
         softmax("last")
     with raises_exactly(ValueError, "softmax: mask must have a floating-point dtype, got bool; convert with "

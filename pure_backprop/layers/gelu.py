@@ -167,7 +167,8 @@ def _tanh_form(x):
     # x * dv * sigmoid(-v) is 0 wherever sigmoid(-v) is (x >> 0, where x * dv may overflow to inf)
     tail = jnp.where(s_minus == 0, 0.0, (x * s_minus) * dv)
     slope = jnp.where(s == 0, 0.0, s * (1 + tail))  # s == 0 only for x << 0, where 1 + tail may be -inf
-    return _at_infinity(x, (x * s) * scale, jnp.inf, 0.0), _at_infinity(x, slope * scale, 1.0, 0.0)
+    # at +inf: s = 1 and sigmoid(-v) = 0, the slope 1; at -inf: s = 0, the slope 0 (no inf * 0 left)
+    return _at_infinity(x, (x * s) * scale, jnp.inf, 0.0), slope * scale
 
 
 def tanh_forward(params, x):

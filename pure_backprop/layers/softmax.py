@@ -64,10 +64,10 @@ def softmax_forward(x, axis: int = -1, mask=None):
     """The weights ``y``; ``mask`` (additive) must broadcast to ``x.shape`` without changing it."""
     if mask is not None:
         try:
-            shape = jnp.broadcast_shapes(jnp.shape(mask), x.shape)
+            fits = jnp.broadcast_shapes(jnp.shape(mask), x.shape) == x.shape
         except ValueError:
-            shape = None
-        if shape != x.shape:
+            fits = False
+        if not fits:
             raise ValueError(f"{NAME}: mask shape {jnp.shape(mask)} does not broadcast to x shape {x.shape}")
         mask = jnp.broadcast_to(mask, x.shape)
         z = jnp.moveaxis(x + mask, axis, -1)
