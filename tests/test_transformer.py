@@ -294,7 +294,61 @@ def test_a_block_with_zero_projections_is_the_identity_and_passes_dy_through():
     assert float(jnp.abs(grads["proj"]["W"]).sum()) > 0  # proj itself still learns
 
 
+def constant(value):
+    return lambda key, shape, dtype: jnp.full(shape, value, dtype)
+
+
+def test_a_block_draws_each_weight_from_its_initializer_in_the_dtype_asked():
+    """Float32 while x64 is on (not the default dtype): the weights read from the residual stream
+    (qkv, fc) from ``w_init``, those written into it (out, proj) from ``out_init``, biases 0,
+    layer norms 1 and 0; the MLP ``mlp_ratio`` times as wide."""
+    for ratio in (1, 3):
+        block = transformer_block(2, mlp_ratio=ratio, w_init=constant(0.5), out_init=constant(0.25))
+        params, out_shape = block.init(KEY, (2, 3, 4), jnp.float32)
+        assert out_shape == (2, 3, 4)
+        assert {jax.tree_util.keystr(k): (a.shape, a.dtype) for k, a in jax.tree_util.tree_flatten_with_path(params)[0]} \
+            == {"['attn']['out']['W']": ((4, 4), jnp.float32), "['attn']['out']['b']": ((4,), jnp.float32),
+                "['attn']['qkv']['W']": ((4, 12), jnp.float32), "['attn']['qkv']['b']": ((12,), jnp.float32),
+                "['fc']['W']": ((4, 4 * ratio), jnp.float32), "['fc']['b']": ((4 * ratio,), jnp.float32),
+                "['ln_1']['beta']": ((4,), jnp.float32), "['ln_1']['gamma']": ((4,), jnp.float32),
+                "['ln_2']['beta']": ((4,), jnp.float32), "['ln_2']['gamma']": ((4,), jnp.float32),
+                "['proj']['W']": ((4 * ratio, 4), jnp.float32), "['proj']['b']": ((4,), jnp.float32)}
+        for name in ("qkv", "out"):
+            np.testing.assert_array_equal(params["attn"][name]["W"], 0.5 if name == "qkv" else 0.25)
+            np.testing.assert_array_equal(params["attn"][name]["b"], 0.0)
+        np.testing.assert_array_equal(params["fc"]["W"], 0.5)
+        np.testing.assert_array_equal(params["proj"]["W"], 0.25)
+        for name in ("fc", "proj"):
+            np.testing.assert_array_equal(params[name]["b"], 0.0)
+        for name in ("ln_1", "ln_2"):
+            np.testing.assert_array_equal(params[name]["gamma"], 1.0)
+            np.testing.assert_array_equal(params[name]["beta"], 0.0)
+
+
+def test_a_block_by_default_has_a_4x_mlp_and_gpt2_weights():
+    params, _ = transformer_block(2).init(KEY, (1, 2, 64))
+    assert params["fc"]["W"].shape == (64, 256) and params["proj"]["W"].shape == (256, 64)
+    for leaf in (params["fc"]["W"], params["proj"]["W"], params["attn"]["qkv"]["W"], params["attn"]["out"]["W"]):
+        assert 0.018 < float(jnp.std(leaf)) < 0.022
+
+
+def test_a_block_passes_its_activation_and_its_attention_backward_on():
+    x = normal((2, 3, 4))
+    exact, tanh_form = transformer_block(2, activation="gelu"), transformer_block(2)
+    params, _ = exact.init(KEY, x.shape, jnp.float64)
+    params = jax.tree_util.tree_map(lambda a: a + 0.5 * normal(a.shape, 5), params)
+    y_exact, y_tanh = exact.forward(params, x)[0], tanh_form.forward(params, x)[0]
+    assert 1e-6 < float(jnp.max(jnp.abs(y_exact - y_tanh))) < 1e-1  # close, not equal: two GELUs
+    _, residuals = transformer_block(2, attention_backward="lean").forward(params, x)
+    assert type(residuals[1]).__name__ == "LeanResiduals"
+
+
 def test_the_block_and_the_gpt_refuse_bad_arguments():
+    with raises_exactly(ValueError, "transformer_block: mlp_ratio must be a positive int, got True"):
+        transformer_block(2, mlp_ratio=True)
+    with raises_exactly(ValueError, "transformer_block: params must be a dict with keys ['attn', 'fc', 'ln_1', 'ln_2', "
+                                    "'proj'], got tuple"):
+        transformer_block(2).forward((), normal((1, 2, 4)))
     with raises_exactly(ValueError, "transformer_block: mlp_ratio must be a positive int, got 0"):
         transformer_block(2, mlp_ratio=0)
     with raises_exactly(ValueError, "transformer_block: activation must be one of ['gelu', 'gelu_tanh'], got 'relu'"):

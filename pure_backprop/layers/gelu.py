@@ -114,7 +114,8 @@ def _gaussian(t):
 def _mills(t):
     """Mills's ratio ``Phi(-t) / phi(t)`` for ``t >= TAIL``, by its continued fraction
     ``1 / (t + 1 / (t + 2 / (t + 3 / (t + ...))))`` (a sum of positive terms, evaluated from the
-    inside; 40 levels give 1e-18 at ``t = 4`` and fewer are needed further out, 16 in float32)."""
+    inside; its relative error at ``t = 4``, the worst case, is 6e-19 with 40 levels and 3e-11 with
+    the 16 of float32)."""
     r = t
     for k in range(40 if t.dtype == jnp.float64 else 16, 0, -1):
         r = t + k / r

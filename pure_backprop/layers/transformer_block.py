@@ -58,11 +58,10 @@ def transformer_block(heads: int, mlp_ratio: int = 4, activation: str = "gelu_ta
             raise ValueError(f"{NAME}: in_shape must be (batch, time, features), got {tuple(in_shape)}")
         d = in_shape[2]
         k_attn, k_fc, k_proj = jax.random.split(key, 3)
-        zeros = jax.nn.initializers.zeros
         params = {"ln_1": norm_1.init(key, in_shape, dtype)[0], "attn": attn.init(k_attn, in_shape, dtype)[0],
                   "ln_2": norm_2.init(key, in_shape, dtype)[0],
-                  "fc": {"W": w_init(k_fc, (d, mlp_ratio * d), dtype), "b": zeros(k_fc, (mlp_ratio * d,), dtype)},
-                  "proj": {"W": out_init(k_proj, (mlp_ratio * d, d), dtype), "b": zeros(k_proj, (d,), dtype)}}
+                  "fc": {"W": w_init(k_fc, (d, mlp_ratio * d), dtype), "b": jnp.zeros((mlp_ratio * d,), dtype)},
+                  "proj": {"W": out_init(k_proj, (mlp_ratio * d, d), dtype), "b": jnp.zeros((d,), dtype)}}
         return params, tuple(in_shape)
 
     def forward(params, x):
