@@ -299,20 +299,20 @@ def constant(value):
 
 
 def test_a_block_draws_each_weight_from_its_initializer_in_the_dtype_asked():
-    """Float32 while x64 is on (not the default dtype): the weights read from the residual stream
+    """In the dtype asked, whatever the defaults: the weights read from the residual stream
     (qkv, fc) from ``w_init``, those written into it (out, proj) from ``out_init``, biases 0,
     layer norms 1 and 0; the MLP ``mlp_ratio`` times as wide."""
-    for ratio in (1, 3):
+    for ratio, dtype in ((1, jnp.float32), (3, jnp.float64)):  # float32: not JAX's default with x64 on;
         block = transformer_block(2, mlp_ratio=ratio, w_init=constant(0.5), out_init=constant(0.25))
-        params, out_shape = block.init(KEY, (2, 3, 4), jnp.float32)
+        params, out_shape = block.init(KEY, (2, 3, 4), dtype)  # float64: not the layers' default
         assert out_shape == (2, 3, 4)
         assert {jax.tree_util.keystr(k): (a.shape, a.dtype) for k, a in jax.tree_util.tree_flatten_with_path(params)[0]} \
-            == {"['attn']['out']['W']": ((4, 4), jnp.float32), "['attn']['out']['b']": ((4,), jnp.float32),
-                "['attn']['qkv']['W']": ((4, 12), jnp.float32), "['attn']['qkv']['b']": ((12,), jnp.float32),
-                "['fc']['W']": ((4, 4 * ratio), jnp.float32), "['fc']['b']": ((4 * ratio,), jnp.float32),
-                "['ln_1']['beta']": ((4,), jnp.float32), "['ln_1']['gamma']": ((4,), jnp.float32),
-                "['ln_2']['beta']": ((4,), jnp.float32), "['ln_2']['gamma']": ((4,), jnp.float32),
-                "['proj']['W']": ((4 * ratio, 4), jnp.float32), "['proj']['b']": ((4,), jnp.float32)}
+            == {"['attn']['out']['W']": ((4, 4), dtype), "['attn']['out']['b']": ((4,), dtype),
+                "['attn']['qkv']['W']": ((4, 12), dtype), "['attn']['qkv']['b']": ((12,), dtype),
+                "['fc']['W']": ((4, 4 * ratio), dtype), "['fc']['b']": ((4 * ratio,), dtype),
+                "['ln_1']['beta']": ((4,), dtype), "['ln_1']['gamma']": ((4,), dtype),
+                "['ln_2']['beta']": ((4,), dtype), "['ln_2']['gamma']": ((4,), dtype),
+                "['proj']['W']": ((4 * ratio, 4), dtype), "['proj']['b']": ((4,), dtype)}
         for name in ("qkv", "out"):
             np.testing.assert_array_equal(params["attn"][name]["W"], 0.5 if name == "qkv" else 0.25)
             np.testing.assert_array_equal(params["attn"][name]["b"], 0.0)
