@@ -237,6 +237,19 @@ def test_the_lean_backward_equals_the_plain_one(block):
     np.testing.assert_allclose(weights, r_plain.weights, rtol=1e-12, atol=1e-15)  # l is the row's log-sum-exp
 
 
+def test_the_lean_forward_takes_each_querys_own_maximum():
+    """A query whose scores are thousands above the others' (one position's input 100 times
+    larger): with one maximum for all, every other row's exponentials would underflow to 0."""
+    plain, lean = causal_self_attention(2), causal_self_attention(2, "lean", 2)
+    params = attention_params(plain, (2, 5, 4))
+    x = normal((2, 5, 4), 3).at[:, 3].multiply(100.0)
+    y, r_plain = plain.forward(params, x)
+    assert float(jnp.max(r_plain.weights)) == 1.0  # row 3 is one-hot: its scores span thousands
+    y_lean, r_lean = lean.forward(params, x)
+    np.testing.assert_allclose(y_lean, y, rtol=1e-12, atol=1e-12)
+    assert bool(jnp.all(jnp.isfinite(r_lean.logsumexp)))
+
+
 def test_the_lean_forward_keeps_no_weights():
     lean = causal_self_attention(2, "lean")
     params = attention_params(lean, (1, 6, 4))
@@ -260,6 +273,11 @@ def test_self_attention_refuses_bad_arguments():
     params = attention_params(layer, (2, 5, 4))
     with raises_exactly(ValueError, "causal_self_attention: params must be a dict with keys ['out', 'qkv'], got ['qkv']"):
         layer.forward({"qkv": params["qkv"]}, normal((2, 5, 4)))
+    with raises_exactly(ValueError, "causal_self_attention: params must be a dict with keys ['out', 'qkv'], got tuple"):
+        layer.forward((params["qkv"], params["out"]), normal((2, 5, 4)))
+    with raises_exactly(ValueError, "causal_self_attention: x must have a floating-point dtype, got int32; convert with "
+                                    "x.astype(jnp.float32)"):
+        layer.forward(params, jnp.zeros((2, 5, 4), jnp.int32))
     with raises_exactly(ValueError, "causal_self_attention: x must have 3 axes, got shape (5, 4) (batch, time, features)"):
         layer.forward(params, normal((5, 4)))
     with raises_exactly(ValueError, "causal_self_attention: x has no sequence or no position (shape (2, 0, 4)); give "
