@@ -157,14 +157,7 @@ class _Trainer:
 
         from .train_text import fit_language_model
 
-        bar = self._bar(steps, "step")
-        last = [0]
-
-        def on_eval(record):
-            bar.update(record["step"] - last[0])
-            last[0] = record["step"]
-            bar.set_postfix(val_bpc=f"{record['val_bits_per_char']:.3f}")
-
+        bar, on_eval = self._step_bar(steps)
         warm = _warm()
         result = fit_language_model(network, optimizer, params, state, train, val, steps=steps, key=key_train,
                                     eval_every=min(EVAL_EVERY, steps), on_eval=on_eval,
@@ -211,14 +204,7 @@ class _Trainer:
                                   o["weight_decay"], o["clip"])
         self.stop.check()
 
-        bar = self._bar(steps, "step")
-        last = [0]
-
-        def on_eval(record):
-            bar.update(record["step"] - last[0])
-            last[0] = record["step"]
-            bar.set_postfix(val_bpc=f"{record['val_bits_per_char']:.3f}")
-
+        bar, on_eval = self._step_bar(steps)
         warm = _warm()
         result = fit_gpt(network, optimizer, params, corpus.train, corpus.val, steps=steps, batch=o["batch_size"],
                          context=o["seq_length"], key=key_train, eval_every=min(GPT_EVAL_EVERY, steps), on_eval=on_eval,
@@ -331,6 +317,18 @@ class _Trainer:
         o = self.options
         return optax.chain(optax.clip_by_global_norm(o["clip"]),
                            OPTIMIZERS[o["optimizer"]](learning_rate(o["lr"], o["schedule"], steps)))
+
+    def _step_bar(self, steps):
+        """A progress bar over the steps and the ``on_eval`` that moves it to each evaluation's step."""
+        bar = self._bar(steps, "step")
+        last = [0]
+
+        def on_eval(record):
+            bar.update(record["step"] - last[0])
+            last[0] = record["step"]
+            bar.set_postfix(val_bpc=f"{record['val_bits_per_char']:.3f}")
+
+        return bar, on_eval
 
     def _bar(self, total, unit):
         from tqdm import tqdm
