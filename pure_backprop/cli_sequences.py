@@ -163,18 +163,7 @@ class _Trainer:
                                     eval_every=min(EVAL_EVERY, steps), on_eval=on_eval,
                                     should_stop=lambda: self.stop.requested)
         bar.close()
-        if not result.history:
-            return 130
-        history = [{**h, "train_bits_per_char": text.bits_per_char(h["train_loss"])} for h in result.history]
-        figures = {"val_bits_per_char": result.best_val_bits_per_char, "best_step": result.best_step,
-                   "steps": history[-1]["step"], "last_val_bits_per_char": history[-1]["val_bits_per_char"]}
-        warm.join()
-        interrupted = result.interrupted or self.stop.requested
-        self._write(result.best_params, figures, history, interrupted,
-                    lambda path: _plot_language_model(history, path, self._title()))
-        print(f"validation bits per character {figures['val_bits_per_char']:.3f} (best, at step {result.best_step} "
-              f"of {figures['steps']})  ({self.seconds:.1f} s)")
-        return self._done(interrupted)
+        return self._finish_text(result, warm)
 
     def gpt(self) -> int:
         from . import text
@@ -210,19 +199,8 @@ class _Trainer:
                          context=o["seq_length"], key=key_train, eval_every=min(GPT_EVAL_EVERY, steps), on_eval=on_eval,
                          should_stop=lambda: self.stop.requested)
         bar.close()
-        if not result.history:
-            return 130
-        history = [{**h, "train_bits_per_char": text.bits_per_char(h["train_loss"])} for h in result.history]
-        figures = {"val_bits_per_char": result.best_val_bits_per_char, "best_step": result.best_step,
-                   "steps": history[-1]["step"], "last_val_bits_per_char": history[-1]["val_bits_per_char"],
-                   "ms_per_step": 1e3 * history[-1]["seconds"] / history[-1]["step"]}
-        warm.join()
-        interrupted = result.interrupted or self.stop.requested
-        self._write(result.best_params, figures, history, interrupted,
-                    lambda path: _plot_language_model(history, path, self._title()))
-        print(f"validation bits per character {figures['val_bits_per_char']:.3f} (best, at step {result.best_step} "
-              f"of {figures['steps']})  ({self.seconds:.1f} s)")
-        return self._done(interrupted)
+        last = result.history[-1] if result.history else None
+        return self._finish_text(result, warm, last and {"ms_per_step": 1e3 * last["seconds"] / last["step"]})
 
     def seq2seq(self) -> int:
         from .tasks import decoder_io, make_task
@@ -317,6 +295,25 @@ class _Trainer:
         o = self.options
         return optax.chain(optax.clip_by_global_norm(o["clip"]),
                            OPTIMIZERS[o["optimizer"]](learning_rate(o["lr"], o["schedule"], steps)))
+
+    def _finish_text(self, result, warm, extra=None) -> int:
+        """Write a text model's run (its best params, its figures with ``extra``, its curves) and
+        report its best validation figure; the exit code (130 when nothing was trained)."""
+        from . import text
+
+        if not result.history:
+            return 130
+        history = [{**h, "train_bits_per_char": text.bits_per_char(h["train_loss"])} for h in result.history]
+        figures = {"val_bits_per_char": result.best_val_bits_per_char, "best_step": result.best_step,
+                   "steps": history[-1]["step"], "last_val_bits_per_char": history[-1]["val_bits_per_char"],
+                   **(extra or {})}
+        warm.join()
+        interrupted = result.interrupted or self.stop.requested
+        self._write(result.best_params, figures, history, interrupted,
+                    lambda path: _plot_language_model(history, path, self._title()))
+        print(f"validation bits per character {figures['val_bits_per_char']:.3f} (best, at step {result.best_step} "
+              f"of {figures['steps']})  ({self.seconds:.1f} s)")
+        return self._done(interrupted)
 
     def _step_bar(self, steps):
         """A progress bar over the steps and the ``on_eval`` that moves it to each evaluation's step."""
