@@ -1,6 +1,7 @@
 """Strict numerics for the whole suite (after equinox's conftest): float64 on, and rank
 promotion raises, so no test passes through a silent broadcast."""
 
+import gc
 import os
 import shutil
 
@@ -66,3 +67,49 @@ def pytest_collection_modifyitems(items):
         case = case_of(item)
         keys.append(i if case is None else first.setdefault(case, i))
     items[:] = [item for _, _, item in sorted(zip(keys, range(len(items)), items), key=lambda k: k[:2])]
+
+
+def _mapped_regions():
+    """The number of memory regions this process maps (Linux), or None where it cannot tell."""
+    try:
+        with open("/proc/self/maps", "rb") as maps:
+            return sum(1 for _ in maps)
+    except OSError:
+        return None
+
+
+def _map_limit():
+    try:
+        with open("/proc/sys/vm/max_map_count") as limit:
+            return int(limit.read())
+    except (OSError, ValueError):
+        return None
+
+
+MAP_LIMIT = _map_limit()
+
+
+def release_compiled_programs(limit):
+    """Drop every compiled program (``jax.clear_caches``) once this process maps more than
+    ``limit`` memory regions; returns whether it did. Each program XLA compiles for the CPU maps
+    about six regions of machine code that stay until its cache lets go of it, and a worker
+    that runs half of the suite compiles thousands: measured, ``test_layers`` alone reaches
+    46,000 regions, and past the kernel's ``vm.max_map_count`` (65,530 by default) the next
+    compilation cannot map its code and the worker dies with a segmentation fault, in
+    whichever test comes next. A program dropped is compiled again when next called."""
+    regions = _mapped_regions()
+    if limit is None or regions is None or regions <= limit:
+        return False
+    jax.clear_caches()
+    gc.collect()
+    return True
+
+
+@pytest.fixture(autouse=True)
+def _bounded_compiled_programs():
+    """After each test, the compiled programs dropped when they map a third of the regions the
+    kernel allows: rarely (every few hundred tests), so the programs a case's tests share are
+    still compiled once."""
+    yield
+    if MAP_LIMIT is not None:
+        release_compiled_programs(MAP_LIMIT // 3)
