@@ -82,12 +82,21 @@ def tanh(params, x):
 
 
 def softmax_cross_entropy(scores, targets):
-    """Mean over the batch of ``-sum_c t_c log softmax(scores)_c``; integer labels or rows."""
-    log_p = scores - jax.scipy.special.logsumexp(scores, axis=1, keepdims=True)
+    """Mean over the batch of ``-sum_c t_c log softmax(scores)_c``; integer labels or rows.
+
+    Each class's surprise is written ``-log p_c = log(1 + sum_{j != c} exp(x_j - x_c))``, a
+    softplus of a log-sum-exp over the other classes, rather than ``lse(x) - x_c``: the same
+    number, but autodiff of this form gives ``-(1 - p_c)`` at the target as a sigmoid, with no
+    ``p_c - 1`` to cancel when the prediction is confident (``jax.vjp`` of ``lse(x) - x_c``
+    keeps 8 of 16 digits at ``p_c = 1 - 1e-9``), so the oracle is as accurate as the hand form
+    it checks."""
+    c = scores.shape[1]
+    others = ~jnp.eye(c, dtype=bool)  # others[k, j]: class j is not class k
+    diff = scores[:, None, :] - scores[:, :, None]  # (N, k, j): x_j - x_k
+    surprise = jax.nn.softplus(jax.scipy.special.logsumexp(diff, axis=2, where=others))  # (N, C): -log p_k
     if jnp.ndim(targets) == 1:
-        picked = jnp.take_along_axis(log_p, targets[:, None], axis=1)
-        return -jnp.mean(picked)
-    return -jnp.mean(jnp.sum(targets * log_p, axis=1))
+        return jnp.mean(jnp.take_along_axis(surprise, targets[:, None], axis=1))
+    return jnp.mean(jnp.sum(targets * surprise, axis=1))
 
 
 def mse(y, t):

@@ -27,7 +27,9 @@ Numerics. ``log p`` is ``z - log(sum(exp(z)))`` with ``z = x - max(x)`` over the
 scores of +-1e4 neither overflow nor take ``log(0)``. At the target, ``p_t - 1`` cancels when
 ``p_t`` is near 1 (``p_t = 1 - 1e-20`` rounds to 1 and ``p_t - 1`` to 0); it is computed as
 ``-(sum of p over the other words)``, a sum of positive numbers, which keeps its relative
-accuracy. Ignored positions are selected away with ``where``, not multiplied by 0, so
+accuracy. ``p`` itself is ``exp(z) / sum(exp(z))``, not ``exp(log p)``, which would add the
+rounding of ``log p`` (up to ``|log p| / 2`` ulps) to that of ``z``. Ignored positions are
+selected away with ``where``, not multiplied by 0, so
 non-finite scores there do not reach the loss or the gradient.
 
 Targets must be an integer array of shape ``(N, T)`` with entries in ``[0, V)`` or equal to
@@ -68,12 +70,14 @@ def forward(scores, targets):
     in_range = (targets >= 0) & (targets < vocabulary)
     safe = jnp.where(in_range, targets, 0)
     z = scores - jax.lax.stop_gradient(jnp.max(scores, axis=2, keepdims=True))
-    log_p = z - jnp.log(jnp.sum(jnp.exp(z), axis=2, keepdims=True))
+    e = jnp.exp(z)
+    total = jnp.sum(e, axis=2, keepdims=True)
+    log_p = z - jnp.log(total)
     picked = jnp.take_along_axis(log_p, safe[..., None], axis=2)[..., 0]
     picked = jnp.where(in_range, picked, jnp.nan)  # reached only under jit: concrete targets were checked
     count = jnp.maximum(jnp.sum(counted), 1).astype(scores.dtype)
     loss = -jnp.sum(jnp.where(counted, picked, 0)) / count
-    return loss, (jnp.exp(log_p), safe, counted, in_range, count)
+    return loss, (e / total, safe, counted, in_range, count)  # p as exp(z) / total: exp(log p) adds log p's rounding
 
 
 def backward(residuals, dloss):
