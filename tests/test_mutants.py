@@ -717,6 +717,11 @@ def test_softmax_cross_entropy_integer_rows_wide_targets_and_rows_far_apart():
     loss, residuals = sce.forward(far, jnp.array([0, 1]))
     np.testing.assert_allclose(loss, np.log1p(np.exp(-1.0)), rtol=1e-14)
     assert np.all(np.isfinite(sce.backward(residuals, 1.0)))
+    # one class: p = 1 and the target 1, so the loss and every gradient entry are exactly 0
+    # (1 - p is the sum of no other entries, 0, not 1 - p's rounding or p itself)
+    for targets in (jnp.zeros(3, jnp.int32), jnp.ones((3, 1)), jnp.full((3, 1), 0.25)):
+        loss, residuals = sce.forward(jnp.array([[2.0], [-7.0], [0.0]]), targets)
+        assert float(loss) == 0.0 and np.array_equal(sce.backward(residuals, 1.0), np.zeros((3, 1)))
 
 
 # --- pure_backprop/layers/windows.py ----------------------------------------------------------
