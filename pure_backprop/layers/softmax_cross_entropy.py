@@ -37,9 +37,11 @@ dtype (``jnp.result_type``; float16 scores with float32 targets compute in float
 in the scores' dtype. Labels must be an integer array: float labels, and Python lists, raise
 ``ValueError`` naming the argument.
 
-Numerics: ``log p`` is computed as ``z - log(sum(exp(z)))`` with ``z = x - max(x)``, so
-logits of +-1e4 neither overflow nor produce ``log(0)``; no ``log(p + 1e-7)`` fudge, which
-would bias the gradient. The gradient is computed in the equal form::
+Numerics: ``log p`` is computed as ``z - log1p(r)`` with ``z = x - max(x)`` and ``r`` the sum
+of ``exp(z)`` over the row's entries other than its largest (whose ``exp(z)`` is exactly 1), so
+logits of +-1e4 neither overflow nor produce ``log(0)``, and a confident row keeps its loss:
+``log(sum(exp(z)))`` rounds ``1 + 1e-18`` to 1 and the target's ``-log p`` to 0; ``log1p(r)``
+gives 1e-18. No ``log(p + 1e-7)`` fudge, which would bias the gradient. The gradient is computed in the equal form::
 
     p * s - t = p * (s - t) - t * (1 - p)
 
@@ -132,12 +134,14 @@ def forward(scores, targets):
     t = targets_as_probabilities(NAME, scores, targets)
     x = scores.astype(t.dtype)
     z = x - jax.lax.stop_gradient(jnp.max(x, axis=1, keepdims=True))
-    e = jnp.exp(z)
-    total = jnp.sum(e, axis=1, keepdims=True)
-    log_p = z - jnp.log(total)
+    e = jnp.exp(z)  # exactly 1 at each row's largest entry
+    # sum(e) - 1: the top entry adds its e - 1, exactly 0, the rest their e (written e - 1, not 0,
+    # so that jax.grad of this forward still sees the top entry's score)
+    rest = jnp.sum(jnp.where(_top(e), e - 1, e), axis=1, keepdims=True)
+    log_p = z - jnp.log1p(rest)  # log(sum(e)) would round a confident row's sum to 1 and -log p_t to 0
     loss = -jnp.sum(t * log_p) / scores.shape[0]
     # p as e / total: exp(log p) would add the rounding of log p, up to |log p| / 2 ulps
-    return loss, (e / total, t, jnp.zeros((), scores.dtype))  # the last: dx's dtype
+    return loss, (e / (1 + rest), t, jnp.zeros((), scores.dtype))  # the last: dx's dtype
 
 
 def backward(residuals, dloss):
@@ -153,9 +157,14 @@ def _one_minus(p):
     ``p`` is near 1), elsewhere as ``1 - p`` (such a ``p`` is at most 1/2: no cancellation)."""
     if p.shape[1] == 0:
         return p
-    top = jnp.arange(p.shape[1])[None, :] == jnp.argmax(p, axis=1)[:, None]
+    top = _top(p)
     others = jnp.sum(jnp.where(top, 0, p), axis=1, keepdims=True)
     return jnp.where(top, others, 1 - p)
+
+
+def _top(a):
+    """(N, C) booleans: each row's first largest entry."""
+    return jnp.arange(a.shape[1])[None, :] == jnp.argmax(a, axis=1)[:, None]
 
 
 softmax_cross_entropy = Loss(forward, backward)

@@ -23,8 +23,10 @@ and 0 at an ignored position, whose scores the loss does not read. So::
 
     dx = dL * m[..., None] * (p - onehot(t)) / C
 
-Numerics. ``log p`` is ``z - log(sum(exp(z)))`` with ``z = x - max(x)`` over the vocabulary, so
-scores of +-1e4 neither overflow nor take ``log(0)``. At the target, ``p_t - 1`` cancels when
+Numerics. ``log p`` is ``z - log1p(r)`` with ``z = x - max(x)`` over the vocabulary and ``r``
+the sum of ``exp(z)`` over the words other than the largest (whose ``exp(z)`` is exactly 1), so
+scores of +-1e4 neither overflow nor take ``log(0)``, and a confident step keeps its loss
+(``log(sum(exp(z)))`` would round ``1 + 1e-18`` to 1 and the loss to 0). At the target, ``p_t - 1`` cancels when
 ``p_t`` is near 1 (``p_t = 1 - 1e-20`` rounds to 1 and ``p_t - 1`` to 0); it is computed as
 ``-(sum of p over the other words)``, a sum of positive numbers, which keeps its relative
 accuracy. ``p`` itself is ``exp(z) / sum(exp(z))``, not ``exp(log p)``, which would add the
@@ -70,9 +72,11 @@ def forward(scores, targets):
     in_range = (targets >= 0) & (targets < vocabulary)
     safe = jnp.where(in_range, targets, 0)
     z = scores - jax.lax.stop_gradient(jnp.max(scores, axis=2, keepdims=True))
-    e = jnp.exp(z)
-    total = jnp.sum(e, axis=2, keepdims=True)
-    log_p = z - jnp.log(total)
+    e = jnp.exp(z)  # exactly 1 at each position's largest score
+    top = jnp.arange(vocabulary)[None, None, :] == jnp.argmax(e, axis=2)[..., None]
+    rest = jnp.sum(jnp.where(top, e - 1, e), axis=2, keepdims=True)  # sum(e) - 1; e - 1 (= 0) keeps jax.grad's path
+    total = 1 + rest
+    log_p = z - jnp.log1p(rest)  # log(total) would round 1 + 1e-18 to 1: a confident step's loss to 0
     picked = jnp.take_along_axis(log_p, safe[..., None], axis=2)[..., 0]
     picked = jnp.where(in_range, picked, jnp.nan)  # reached only under jit: concrete targets were checked
     count = jnp.maximum(jnp.sum(counted), 1).astype(scores.dtype)
