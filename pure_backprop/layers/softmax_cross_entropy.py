@@ -132,16 +132,22 @@ def targets_as_probabilities(name: str, scores, targets):
 
 def forward(scores, targets):
     t = targets_as_probabilities(NAME, scores, targets)
-    x = scores.astype(t.dtype)
-    z = x - jax.lax.stop_gradient(jnp.max(x, axis=1, keepdims=True))
+    log_p, p = log_softmax_and_softmax(scores.astype(t.dtype))
+    loss = -jnp.sum(t * log_p) / scores.shape[0]
+    return loss, (p, t, jnp.zeros((), scores.dtype))  # the last: dx's dtype
+
+
+def log_softmax_and_softmax(x):
+    """``(log p, p)``, ``p = softmax(x)`` over the last axis (Numerics): with ``z = x - max(x)``,
+    ``e = exp(z)`` and ``r = sum(e) - 1``, ``log p = z - log1p(r)`` and ``p = e / (1 + r)``."""
+    z = x - jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
     e = jnp.exp(z)  # exactly 1 at each row's largest entry
     # sum(e) - 1: the top entry adds its e - 1, exactly 0, the rest their e (written e - 1, not 0,
     # so that jax.grad of this forward still sees the top entry's score)
-    rest = jnp.sum(jnp.where(_top(e), e - 1, e), axis=1, keepdims=True)
-    log_p = z - jnp.log1p(rest)  # log(sum(e)) would round a confident row's sum to 1 and -log p_t to 0
-    loss = -jnp.sum(t * log_p) / scores.shape[0]
-    # p as e / total: exp(log p) would add the rounding of log p, up to |log p| / 2 ulps
-    return loss, (e / (1 + rest), t, jnp.zeros((), scores.dtype))  # the last: dx's dtype
+    rest = jnp.sum(jnp.where(_top(e), e - 1, e), axis=-1, keepdims=True)
+    # log(sum(e)) would round a confident row's sum to 1 and -log p_t to 0; p as e / (1 + r):
+    # exp(log p) would add the rounding of log p, up to |log p| / 2 ulps
+    return z - jnp.log1p(rest), e / (1 + rest)
 
 
 def backward(residuals, dloss):
@@ -163,8 +169,8 @@ def _one_minus(p):
 
 
 def _top(a):
-    """(N, C) booleans: each row's first largest entry."""
-    return jnp.arange(a.shape[1])[None, :] == jnp.argmax(a, axis=1)[:, None]
+    """Booleans of ``a``'s shape: each row's (last axis) first largest entry."""
+    return jax.lax.broadcasted_iota(jnp.int32, a.shape, a.ndim - 1) == jnp.argmax(a, axis=-1, keepdims=True)
 
 
 softmax_cross_entropy = Loss(forward, backward)

@@ -41,13 +41,12 @@ gives a NaN loss and NaN gradient at its position rather than a wrong number.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from ..checks import require_rank
 from ..core import Loss
 from .embedding import require_ids
-from .softmax_cross_entropy import require_array, require_floating
+from .softmax_cross_entropy import log_softmax_and_softmax, require_array, require_floating
 
 NAME = "time_softmax_cross_entropy"
 IGNORE_LABEL = -1
@@ -71,17 +70,12 @@ def forward(scores, targets):
     counted = targets != IGNORE_LABEL
     in_range = (targets >= 0) & (targets < vocabulary)
     safe = jnp.where(in_range, targets, 0)
-    z = scores - jax.lax.stop_gradient(jnp.max(scores, axis=2, keepdims=True))
-    e = jnp.exp(z)  # exactly 1 at each position's largest score
-    top = jnp.arange(vocabulary)[None, None, :] == jnp.argmax(e, axis=2)[..., None]
-    rest = jnp.sum(jnp.where(top, e - 1, e), axis=2, keepdims=True)  # sum(e) - 1; e - 1 (= 0) keeps jax.grad's path
-    total = 1 + rest
-    log_p = z - jnp.log1p(rest)  # log(total) would round 1 + 1e-18 to 1: a confident step's loss to 0
+    log_p, p = log_softmax_and_softmax(scores)  # over the vocabulary, accurate at confident steps
     picked = jnp.take_along_axis(log_p, safe[..., None], axis=2)[..., 0]
     picked = jnp.where(in_range, picked, jnp.nan)  # reached only under jit: concrete targets were checked
     count = jnp.maximum(jnp.sum(counted), 1).astype(scores.dtype)
     loss = -jnp.sum(jnp.where(counted, picked, 0)) / count
-    return loss, (e / total, safe, counted, in_range, count)  # p as exp(z) / total: exp(log p) adds log p's rounding
+    return loss, (p, safe, counted, in_range, count)
 
 
 def backward(residuals, dloss):
