@@ -3,7 +3,7 @@ of the same forward, and PyTorch's reference step (``benchmarks/gpt_torch.py``'s
 is installed), at the configuration of ``pure-backprop train --model gpt`` (4 layers, 4 heads,
 width 128, context 128, batch 32, AdamW, clipping).
 
-    python benchmarks/gpt_speed.py [--repeats 5] [--steps 10]
+    python benchmarks/gpt_speed.py [--repeats 5] [--steps 10] [--lean] [--one-block]
 
 Each figure is the median over ``--repeats`` runs of ``--steps`` compiled steps (one ``lax.scan``,
 as training runs them), per step; the three alternate, so drift on a shared machine hits all alike.
@@ -28,8 +28,9 @@ from pure_backprop.train_gpt import gpt_optimizer, make_gpt_chunk  # noqa: E402
 LAYERS, HEADS, WIDTH, CONTEXT, BATCH = 4, 4, 128, 128, 32
 
 
-def jax_runner(grads, corpus, steps, attention_backward="plain"):
-    net = gpt(len(corpus.vocab), CONTEXT, LAYERS, HEADS, WIDTH, attention_backward=attention_backward)
+def jax_runner(grads, corpus, steps, attention_backward="plain", attention_block=64):
+    net = gpt(len(corpus.vocab), CONTEXT, LAYERS, HEADS, WIDTH, attention_backward=attention_backward,
+              attention_block=attention_block)
     params, _ = net.init(jax.random.PRNGKey(0), (BATCH, CONTEXT))
     optimizer = gpt_optimizer(steps=1500)
     run = make_gpt_chunk(net, optimizer, steps, BATCH, CONTEXT, grads)
@@ -82,11 +83,16 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--lean", action="store_true", help="also time the hand step with the lean attention backward")
+    parser.add_argument("--one-block", action="store_true",
+                        help="also time the hand step with the attention in one block of all T queries "
+                             "(whole T x T products, no causal blocks skipped)")
     args = parser.parse_args(argv)
     corpus = load_text()
     runners = {"hand": jax_runner("hand", corpus, args.steps), "jax.grad": jax_runner("jax", corpus, args.steps)}
     if args.lean:
         runners["hand, lean attention"] = jax_runner("hand", corpus, args.steps, "lean")
+    if args.one_block:
+        runners["hand, one block"] = jax_runner("hand", corpus, args.steps, attention_block=CONTEXT)
     torch_once = torch_runner(corpus, args.steps)
     if torch_once is not None:
         runners["pytorch"] = torch_once

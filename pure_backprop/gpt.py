@@ -48,12 +48,14 @@ STD = 0.02
 
 
 def gpt(vocab: int, context: int, layers: int = 4, heads: int = 4, width: int = 128, activation: str = "gelu_tanh",
-        attention_backward: str = "plain") -> Layer:
+        attention_backward: str = "plain", attention_block: int = 64) -> Layer:
     """A character (or token) GPT. ``init(key, (N, T), dtype)`` returns params
     ``{"te": {"W": (vocab, width)}, "pe": {"W": (context, width)}, "blocks": (block params, ...),
     "ln_f": {"gamma", "beta"}}`` and the output shape ``(N, T, vocab)``; ``T <= context``.
     ``forward(params, ids)``, ``backward(params, residuals, dscores) -> (grads, dids)`` with
-    ``dids`` a ``float0`` array (ids have no gradient)."""
+    ``dids`` a ``float0`` array (ids have no gradient). ``attention_backward`` and
+    ``attention_block`` are each block's attention's ``backward`` and ``block``
+    (``causal_self_attention``)."""
     for arg, value in (("vocab", vocab), ("context", context), ("layers", layers), ("heads", heads),
                        ("width", width)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -62,7 +64,7 @@ def gpt(vocab: int, context: int, layers: int = 4, heads: int = 4, width: int = 
         raise ValueError(f"{NAME}: width = {width} must be a multiple of heads = {heads}")
     normal = jax.nn.initializers.normal(STD)
     block = transformer_block(heads, activation=activation, attention_backward=attention_backward,
-                              w_init=normal, out_init=jax.nn.initializers.normal(STD / math.sqrt(2 * layers)))
+                              attention_block=attention_block, w_init=normal, out_init=jax.nn.initializers.normal(STD / math.sqrt(2 * layers)))
     final = layer_norm()
 
     def init(key, in_shape, dtype=jnp.float32):

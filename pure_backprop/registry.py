@@ -621,7 +621,7 @@ CASES: tuple[Case, ...] = (
     Case("softmax", "layer", _unary(softmax()), ((2, 3), (4, 5))),
     Case("softmax_causal", "layer", _unary(softmax(-1, causal_mask(4))), ((2, 4, 4),)),
     Case("softmax_axis0", "layer", _unary(softmax(0)), ((3, 4),)),
-    Case("causal_self_attention", "layer", _with_params(causal_self_attention(2)), ((2, 3, 4), (1, 1, 2))),
+    Case("causal_self_attention", "layer", _with_params(causal_self_attention(2, block=2)), ((2, 3, 4), (1, 1, 2))),
     Case("causal_self_attention_one_head", "layer", _with_params(causal_self_attention(1)), ((2, 3, 3),)),
     Case("causal_self_attention_lean", "layer", _with_params(causal_self_attention(2, "lean", block=2)), ((2, 5, 4),)),
     Case("transformer_block", "layer", _with_params(transformer_block(2)), ((2, 3, 4),)),

@@ -12,7 +12,7 @@ import pytest
 from messages import raises_exactly
 from pure_backprop.gpt import gpt
 from pure_backprop.layers import causal_self_attention, gelu, gelu_tanh, layer_norm, softmax, transformer_block
-from pure_backprop.layers.self_attention import causal_mask
+from pure_backprop.layers.self_attention import attention_weights, causal_mask
 
 KEY = jax.random.PRNGKey(0)
 
@@ -217,24 +217,33 @@ def test_the_causal_mask_keeps_later_positions_out():
     _, dx = layer.backward(params, residuals, jnp.zeros_like(y).at[:, 2].set(1.0))
     reached = jnp.abs(dx).sum(axis=(0, 2))
     assert bool(jnp.all(reached[:3] > 0)) and bool(jnp.all(reached[3:] == 0))
-    assert float(residuals.weights[0, 0, 0, 0]) == 1.0  # the first position attends to itself alone
-    np.testing.assert_array_equal(jnp.triu(residuals.weights, 1), 0.0)
+    weights = attention_weights(residuals)
+    assert float(weights[0, 0, 0, 0]) == 1.0  # the first position attends to itself alone
+    np.testing.assert_array_equal(jnp.triu(weights, 1), 0.0)
 
 
 @pytest.mark.parametrize("block", [1, 2, 3, 7, 64])
-def test_the_lean_backward_equals_the_plain_one(block):
-    plain, lean = causal_self_attention(2), causal_self_attention(2, "lean", block)
-    params = attention_params(plain, (2, 7, 4))
+def test_the_lean_backward_and_the_plain_one_by_blocks_equal_the_plain_one_in_one_block(block):
+    """Seven positions in blocks of ``block`` queries (the last block shorter for 2 and 3): the
+    blocks change which products run, not the result."""
+    whole = causal_self_attention(2, block=7)
+    plain, lean = causal_self_attention(2, block=block), causal_self_attention(2, "lean", block)
+    params = attention_params(whole, (2, 7, 4))
     x, dy = normal((2, 7, 4), 3), normal((2, 7, 4), 4)
-    y, r_plain = plain.forward(params, x)
+    y, r_whole = whole.forward(params, x)
+    expected = jax.tree_util.tree_leaves(whole.backward(params, r_whole, dy))
+    y_plain, r_plain = plain.forward(params, x)
     y_lean, r_lean = lean.forward(params, x)
+    assert len(r_plain.weights) == -(-7 // block)
+    np.testing.assert_allclose(y_plain, y, rtol=1e-13, atol=1e-14)
     np.testing.assert_allclose(y_lean, y, rtol=1e-13, atol=1e-14)
-    for a, b in zip(jax.tree_util.tree_leaves(lean.backward(params, r_lean, dy)),
-                    jax.tree_util.tree_leaves(plain.backward(params, r_plain, dy))):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+    for grads in (plain.backward(params, r_plain, dy), lean.backward(params, r_lean, dy)):
+        for a, b in zip(jax.tree_util.tree_leaves(grads), expected, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(attention_weights(r_plain), attention_weights(r_whole), rtol=1e-13, atol=1e-16)
     weights = jnp.exp(jnp.einsum("nhid,nhjd->nhij", r_lean.q, r_lean.k) / jnp.sqrt(2.0)
                       + causal_mask(7, jnp.float64)[None, None] - r_lean.logsumexp[..., None])
-    np.testing.assert_allclose(weights, r_plain.weights, rtol=1e-12, atol=1e-15)  # l is the row's log-sum-exp
+    np.testing.assert_allclose(weights, attention_weights(r_plain), rtol=1e-12, atol=1e-15)  # l is the row's log-sum-exp
 
 
 def test_the_lean_forward_takes_each_querys_own_maximum():
@@ -244,7 +253,7 @@ def test_the_lean_forward_takes_each_querys_own_maximum():
     params = attention_params(plain, (2, 5, 4))
     x = normal((2, 5, 4), 3).at[:, 3].multiply(100.0)
     y, r_plain = plain.forward(params, x)
-    assert float(jnp.max(r_plain.weights)) == 1.0  # row 3 is one-hot: its scores span thousands
+    assert float(jnp.max(attention_weights(r_plain))) == 1.0  # row 3 is one-hot: its scores span thousands
     y_lean, r_lean = lean.forward(params, x)
     np.testing.assert_allclose(y_lean, y, rtol=1e-12, atol=1e-12)
     assert bool(jnp.all(jnp.isfinite(r_lean.logsumexp)))
@@ -355,7 +364,7 @@ def test_a_block_by_default_has_a_4x_mlp_and_gpt2_weights():
         assert 0.018 < float(jnp.std(leaf)) < 0.022
 
 
-def test_a_block_passes_its_activation_and_its_attention_backward_on():
+def test_a_block_passes_its_activation_and_its_attentions_backward_and_block_on():
     x = normal((2, 3, 4))
     exact, tanh_form = transformer_block(2, activation="gelu"), transformer_block(2)
     params, _ = exact.init(KEY, x.shape, jnp.float64)
@@ -364,6 +373,12 @@ def test_a_block_passes_its_activation_and_its_attention_backward_on():
     assert 1e-6 < float(jnp.max(jnp.abs(y_exact - y_tanh))) < 1e-1  # close, not equal: two GELUs
     _, residuals = transformer_block(2, attention_backward="lean").forward(params, x)
     assert type(residuals[1]).__name__ == "LeanResiduals"
+    for block, blocks in ((1, 3), (2, 2), (64, 1)):
+        _, residuals = transformer_block(2, attention_block=block).forward(params, x)
+        assert len(residuals[1].weights) == blocks
+    _, residuals = gpt(5, 3, layers=1, heads=2, width=4, attention_block=1).forward(
+        gpt(5, 3, layers=1, heads=2, width=4).init(KEY, (2, 3))[0], jnp.zeros((2, 3), jnp.int32))
+    assert len(residuals[1][0][1].weights) == 3
 
 
 def test_the_block_and_the_gpt_refuse_bad_arguments():

@@ -36,12 +36,14 @@ ACTIVATIONS = {"gelu_tanh": gelu_tanh, "gelu": gelu}
 
 
 def transformer_block(heads: int, mlp_ratio: int = 4, activation: str = "gelu_tanh", attention_backward: str = "plain",
-                      w_init=None, out_init=None) -> Layer:
+                      w_init=None, out_init=None, attention_block: int = 64) -> Layer:
     """A pre-norm block over ``(N, T, D)``: ``heads`` heads, an MLP of ``mlp_ratio * D`` units with
     ``activation`` (``"gelu_tanh"``, GPT-2's, or the exact ``"gelu"``). ``w_init`` and ``out_init``
     initialize the weights read from the residual stream (``qkv``, ``fc``) and written back into
     it (the attention's ``out``, ``proj``); both default to a normal of std 0.02 (``gpt`` scales
-    ``out_init`` by ``1 / sqrt(2 layers)``, GPT-2's). Params ``{"ln_1", "attn", "ln_2", "fc", "proj"}``.
+    ``out_init`` by ``1 / sqrt(2 layers)``, GPT-2's). ``attention_backward`` and ``attention_block``
+    are the attention's ``backward`` and ``block`` (``causal_self_attention``). Params
+    ``{"ln_1", "attn", "ln_2", "fc", "proj"}``.
     """
     if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, int) or mlp_ratio < 1:
         raise ValueError(f"{NAME}: mlp_ratio must be a positive int, got {mlp_ratio!r}")
@@ -50,7 +52,7 @@ def transformer_block(heads: int, mlp_ratio: int = 4, activation: str = "gelu_ta
     w_init = w_init or jax.nn.initializers.normal(0.02)
     out_init = out_init or jax.nn.initializers.normal(0.02)
     norm_1, norm_2 = layer_norm(), layer_norm()
-    attn = causal_self_attention(heads, attention_backward, w_init=w_init, out_init=out_init)
+    attn = causal_self_attention(heads, attention_backward, attention_block, w_init=w_init, out_init=out_init)
     act = ACTIVATIONS[activation]
 
     def init(key, in_shape, dtype=jnp.float32):
