@@ -1,5 +1,5 @@
 """Causal self-attention's two backward passes side by side: the plain one, which keeps the
-``(N, H, T, T)`` attention weights from the forward, and the lean one, which keeps each query's
+attention weights on and below the diagonal from the forward, and the lean one, which keeps each query's
 log-sum-exp and recomputes the weights a block of queries at a time. For each context length:
 the memory XLA plans for the compiled forward-and-backward program (its temporary buffers, the
 residuals among them: ``compiled.memory_analysis()``, exact, not sampled) and the time of one
@@ -7,7 +7,7 @@ forward and backward (median over repeats, the two alternating).
 
     python benchmarks/attention_memory.py [--contexts 128,512,1024,2048] [--batch 4] [--repeats 5]
 
-Width 128, 4 heads, float32, lean blocks of 64 queries.
+Width 128, 4 heads, float32, blocks of 64 queries.
 """
 
 from __future__ import annotations

@@ -364,7 +364,7 @@ def test_a_block_by_default_has_a_4x_mlp_and_gpt2_weights():
         assert 0.018 < float(jnp.std(leaf)) < 0.022
 
 
-def test_a_block_passes_its_activation_and_its_attentions_backward_and_block_on():
+def test_a_block_passes_its_activation_and_its_attentions_backward_and_block_on_and_so_does_the_gpt():
     x = normal((2, 3, 4))
     exact, tanh_form = transformer_block(2, activation="gelu"), transformer_block(2)
     params, _ = exact.init(KEY, x.shape, jnp.float64)
