@@ -266,6 +266,21 @@ def test_the_lean_forward_keeps_no_weights():
     assert max(a.size for a in jax.tree_util.tree_leaves(residuals)) < 1 * 2 * 6 * 6 * 3
 
 
+def test_the_attention_runs_blocks_of_64_queries_by_default_in_the_layer_the_block_and_the_gpt():
+    """The default block, which the docs' memory and time figures assume: 130 positions make
+    blocks of 64, 64 and 2."""
+    x = normal((1, 130, 4))
+    layer = causal_self_attention(2)
+    _, residuals = layer.forward(attention_params(layer, x.shape), x)
+    assert [p.shape[2] for p in residuals.weights] == [64, 64, 2]
+    block = transformer_block(2)
+    _, residuals = block.forward(block.init(KEY, x.shape, jnp.float64)[0], x)
+    assert [p.shape[2] for p in residuals[1].weights] == [64, 64, 2]
+    net = gpt(5, 130, layers=1, heads=2, width=4)
+    _, residuals = net.forward(net.init(KEY, (1, 130))[0], jnp.zeros((1, 130), jnp.int32))
+    assert [p.shape[2] for p in residuals[1][0][1].weights] == [64, 64, 2]
+
+
 def test_self_attention_refuses_bad_arguments():
     for kwargs, message in (({"heads": 0}, "heads must be a positive int, got 0"),
                             ({"heads": 2, "backward": "flash"}, "backward must be one of ('plain', 'lean'), got 'flash'"),
