@@ -281,8 +281,33 @@ def test_the_attention_runs_blocks_of_64_queries_by_default_in_the_layer_the_blo
     assert [p.shape[2] for p in residuals[1][0][1].weights] == [64, 64, 2]
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("backward", ["plain", "lean"])
+def test_self_attention_keeps_the_dtype_asked_with_float64_on(dtype, backward):
+    """x64 is on in this module: every weight, the output and every gradient stay in the dtype
+    asked (a float64 or float32 mask or initializer would promote them)."""
+    layer = causal_self_attention(2, backward, block=2)
+    params, _ = layer.init(KEY, (2, 3, 4), dtype)
+    assert {a.dtype for a in jax.tree_util.tree_leaves(params)} == {jnp.dtype(dtype)}
+    y, residuals = layer.forward(params, normal((2, 3, 4)).astype(dtype))
+    grads, dx = layer.backward(params, residuals, y)
+    assert {a.dtype for a in jax.tree_util.tree_leaves((y, grads, dx))} == {jnp.dtype(dtype)}
+
+
+def test_self_attention_draws_its_weights_from_a_normal_of_std_0_02_by_default():
+    params, _ = causal_self_attention(2).init(KEY, (1, 2, 64))
+    for weights in (params["qkv"]["W"], params["out"]["W"]):
+        assert 0.018 < float(jnp.std(weights)) < 0.022
+    for bias in (params["qkv"]["b"], params["out"]["b"]):
+        np.testing.assert_array_equal(bias, 0.0)
+
+
 def test_self_attention_refuses_bad_arguments():
     for kwargs, message in (({"heads": 0}, "heads must be a positive int, got 0"),
+                            ({"heads": True}, "heads must be a positive int, got True"),
+                            ({"heads": 2.0}, "heads must be a positive int, got 2.0"),
+                            ({"heads": 2, "block": True}, "block must be a positive int, got True"),
+                            ({"heads": 2, "block": 2.0}, "block must be a positive int, got 2.0"),
                             ({"heads": 2, "backward": "flash"}, "backward must be one of ('plain', 'lean'), got 'flash'"),
                             ({"heads": 2, "block": 0}, "block must be a positive int, got 0")):
         with raises_exactly(ValueError, f"causal_self_attention: {message}"):
