@@ -269,15 +269,15 @@ def test_the_lean_forward_keeps_no_weights():
 def test_the_attention_runs_blocks_of_64_queries_by_default_in_the_layer_the_block_and_the_gpt():
     """The default block, which the docs' memory and time figures assume: 130 positions make
     blocks of 64, 64 and 2."""
-    x = normal((1, 130, 4))
+    x = normal((1, 130, 4))  # shapes only: jax.eval_shape runs no computation
     layer = causal_self_attention(2)
-    _, residuals = layer.forward(attention_params(layer, x.shape), x)
+    _, residuals = jax.eval_shape(layer.forward, layer.init(KEY, x.shape)[0], x)
     assert [p.shape[2] for p in residuals.weights] == [64, 64, 2]
     block = transformer_block(2)
-    _, residuals = block.forward(block.init(KEY, x.shape, jnp.float64)[0], x)
+    _, residuals = jax.eval_shape(block.forward, block.init(KEY, x.shape)[0], x)
     assert [p.shape[2] for p in residuals[1].weights] == [64, 64, 2]
     net = gpt(5, 130, layers=1, heads=2, width=4)
-    _, residuals = net.forward(net.init(KEY, (1, 130))[0], jnp.zeros((1, 130), jnp.int32))
+    _, residuals = jax.eval_shape(net.forward, net.init(KEY, (1, 130))[0], jnp.zeros((1, 130), jnp.int32))
     assert [p.shape[2] for p in residuals[1][0][1].weights] == [64, 64, 2]
 
 
@@ -414,10 +414,10 @@ def test_a_block_passes_its_activation_and_its_attentions_backward_and_block_on_
     _, residuals = transformer_block(2, attention_backward="lean").forward(params, x)
     assert type(residuals[1]).__name__ == "LeanResiduals"
     for block, blocks in ((1, 3), (2, 2), (64, 1)):
-        _, residuals = transformer_block(2, attention_block=block).forward(params, x)
+        _, residuals = jax.eval_shape(transformer_block(2, attention_block=block).forward, params, x)
         assert len(residuals[1].weights) == blocks
-    _, residuals = gpt(5, 3, layers=1, heads=2, width=4, attention_block=1).forward(
-        gpt(5, 3, layers=1, heads=2, width=4).init(KEY, (2, 3))[0], jnp.zeros((2, 3), jnp.int32))
+    _, residuals = jax.eval_shape(gpt(5, 3, layers=1, heads=2, width=4, attention_block=1).forward,
+                                  gpt(5, 3, layers=1, heads=2, width=4).init(KEY, (2, 3))[0], jnp.zeros((2, 3), jnp.int32))
     assert len(residuals[1][0][1].weights) == 3
 
 
