@@ -1,6 +1,6 @@
 """Causal self-attention's two backward passes side by side: the plain one, which keeps the
-attention weights on and below the diagonal from the forward, and the lean one, which keeps each query's
-log-sum-exp and recomputes the weights a block of queries at a time. For each context length:
+attention weights on and below the diagonal from the forward, and the lean one, which keeps each
+query's log-sum-exp and recomputes the weights a block of queries at a time. For each context length:
 the memory XLA plans for the compiled forward-and-backward program (its temporary buffers, the
 residuals among them: ``compiled.memory_analysis()``, exact, not sampled) and the time of one
 forward and backward (median over repeats, the two alternating).

@@ -64,7 +64,8 @@ def gpt(vocab: int, context: int, layers: int = 4, heads: int = 4, width: int = 
         raise ValueError(f"{NAME}: width = {width} must be a multiple of heads = {heads}")
     normal = jax.nn.initializers.normal(STD)
     block = transformer_block(heads, activation=activation, attention_backward=attention_backward,
-                              attention_block=attention_block, w_init=normal, out_init=jax.nn.initializers.normal(STD / math.sqrt(2 * layers)))
+                              attention_block=attention_block, w_init=normal,
+                              out_init=jax.nn.initializers.normal(STD / math.sqrt(2 * layers)))
     final = layer_norm()
 
     def init(key, in_shape, dtype=jnp.float32):

@@ -41,7 +41,8 @@ Numerics: ``log p`` is computed as ``z - log1p(r)`` with ``z = x - max(x)`` and 
 of ``exp(z)`` over the row's entries other than its largest (whose ``exp(z)`` is exactly 1), so
 logits of +-1e4 neither overflow nor produce ``log(0)``, and a confident row keeps its loss:
 ``log(sum(exp(z)))`` rounds ``1 + 1e-18`` to 1 and the target's ``-log p`` to 0; ``log1p(r)``
-gives 1e-18. No ``log(p + 1e-7)`` fudge, which would bias the gradient. The gradient is computed in the equal form::
+gives 1e-18. No ``log(p + 1e-7)`` fudge, which would bias the gradient. The gradient is
+computed in the equal form::
 
     p * s - t = p * (s - t) - t * (1 - p)
 

@@ -26,13 +26,14 @@ and 0 at an ignored position, whose scores the loss does not read. So::
 Numerics. ``log p`` is ``z - log1p(r)`` with ``z = x - max(x)`` over the vocabulary and ``r``
 the sum of ``exp(z)`` over the words other than the largest (whose ``exp(z)`` is exactly 1), so
 scores of +-1e4 neither overflow nor take ``log(0)``, and a confident step keeps its loss
-(``log(sum(exp(z)))`` would round ``1 + 1e-18`` to 1 and the loss to 0). At the target, ``p_t - 1`` cancels when
+(``log(sum(exp(z)))`` would round ``1 + 1e-18`` to 1 and the loss to 0; the form is
+``softmax_cross_entropy.log_softmax_and_softmax``). At the target, ``p_t - 1`` cancels when
 ``p_t`` is near 1 (``p_t = 1 - 1e-20`` rounds to 1 and ``p_t - 1`` to 0); it is computed as
 ``-(sum of p over the other words)``, a sum of positive numbers, which keeps its relative
 accuracy. ``p`` itself is ``exp(z) / sum(exp(z))``, not ``exp(log p)``, which would add the
 rounding of ``log p`` (up to ``|log p| / 2`` ulps) to that of ``z``. Ignored positions are
-selected away with ``where``, not multiplied by 0, so
-non-finite scores there do not reach the loss or the gradient.
+selected away with ``where``, not multiplied by 0, so non-finite scores there do not reach the
+loss or the gradient.
 
 Targets must be an integer array of shape ``(N, T)`` with entries in ``[0, V)`` or equal to
 -1. Concrete targets are checked and raise ``ValueError``; under ``jit`` a target out of range
